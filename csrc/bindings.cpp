@@ -1,13 +1,25 @@
-// yoloseg._C: the compiled kernels. Each kernel family (csrc/<family>.cpp) defines an
-// init_<family>(module) function that registers its functions; declare and call it here.
+// yoloseg._C: the compiled kernels. Each kernel family (csrc/<family>.cpp) registers an init
+// function through yoloseg::Registrar (registry.h); this module calls them all.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "registry.h"
 
 namespace py = pybind11;
 
-namespace yoloseg {
-// void init_<family>(py::module_& m);   -- one line per kernel family
-}  // namespace yoloseg
-
 PYBIND11_MODULE(_C, m) {
   m.doc() = "yoloseg compiled kernels (raw buffers in, raw buffers out; no libtorch)";
+  auto families = yoloseg::registered_families();
+  std::sort(families.begin(), families.end(),
+            [](const auto& a, const auto& b) { return std::string(a.first) < b.first; });
+  std::vector<std::string> names;
+  for (const auto& [name, fn] : families) {
+    fn(m);
+    names.emplace_back(name);
+  }
+  m.attr("families") = names;
 }
