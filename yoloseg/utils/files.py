@@ -1,0 +1,62 @@
+"""File helpers: atomic writes and incrementing run directories."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def _atomic_write(path: str | Path, write) -> Path:
+    """Write through ``write(fileobj)`` to a temp file next to ``path``, then ``os.replace`` it into place.
+    On any error the temp file is removed and ``path`` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Atomically write ``data`` to ``path`` (temp file + os.replace)."""
+    return _atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_torch_save(obj, path: str | Path) -> Path:
+    """Atomically ``torch.save`` ``obj`` to ``path`` (temp file + os.replace)."""
+    import torch
+
+    return _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def increment_path(path: str | Path, exist_ok: bool = False, sep: str = "", mkdir: bool = False) -> Path:
+    """Return ``path`` if it is free (or ``exist_ok``), else the first free ``path{sep}2``, ``path{sep}3``, ...
+
+    For a file path the number goes before the suffix (``runs/x.txt`` -> ``runs/x2.txt``). With ``mkdir`` the
+    resulting directory is created.
+    """
+    path = Path(path)
+    if path.exists() and not exist_ok:
+        stem, suffix = (path.with_suffix(""), path.suffix) if path.is_file() else (path, "")
+        n = 2
+        while True:
+            candidate = Path(f"{stem}{sep}{n}{suffix}")
+            if not candidate.exists():
+                break
+            n += 1
+        path = candidate
+    if mkdir:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
