@@ -95,6 +95,16 @@ def scene_boxes():
     return [img0, img1], [np.array([0, 1, 2, 0, 1, 2, 0, 1]), np.array([2, 0, 1])]
 
 
+def crowd_boxes(n: int, seed: int) -> np.ndarray:
+    """n random pixel xyxy boxes with sides of 3 to 40 px, inside the image."""
+    H, W = IMG_HW
+    rng = np.random.default_rng(seed)
+    wh = rng.uniform(3, 40, size=(n, 2))
+    x1 = rng.uniform(0, W - wh[:, 0])
+    y1 = rng.uniform(0, H - wh[:, 1])
+    return np.stack([x1, y1, x1 + wh[:, 0], y1 + wh[:, 1]], 1).astype(np.float32)
+
+
 def main() -> int:
     from ultralytics import __version__ as ul_version
     from ultralytics.cfg import get_cfg
@@ -139,6 +149,13 @@ def main() -> int:
         "empty_image": dict(t=only0, overlap=True),
         "no_targets": dict(t=make_targets([np.zeros((0, 4), np.float32)] * 2, [np.zeros(0)] * 2, mask_hw), overlap=True),
         "hires_masks_no_overlap": dict(t=hires, overlap=False),
+        # feats times 4 (exact in float): peakier distance bins and scores, a different assignment
+        "overlap_sharp": dict(t=full, overlap=True, feat_scale=4.0),
+        # 300 instances in one image: index masks beyond uint8 and heavy assignment conflicts
+        "crowd_overlap": dict(
+            t=make_targets([crowd_boxes(300, 1), crowd_boxes(5, 2)], [np.arange(300) % NC, np.arange(5) % NC], mask_hw),
+            overlap=True,
+        ),
     }
 
     arrays = {f"feat{i}": lv.half().numpy() for i, lv in enumerate(levels)}
@@ -169,7 +186,8 @@ def main() -> int:
             "bboxes": torch.from_numpy(t["bboxes"]),
             "masks": torch.from_numpy(masks),
         }
-        lv = [x.clone().requires_grad_(True) for x in levels]
+        scale = case.get("feat_scale", 1.0)
+        lv = [(x * scale).requires_grad_(True) for x in levels]
         co = coeffs.clone().requires_grad_(True)
         pr = protos.clone().requires_grad_(True)
         flat = torch.cat([x.view(bs, 4 * reg_max + NC, -1) for x in lv], 2)
@@ -187,6 +205,7 @@ def main() -> int:
         assert names[:4] == ["box_loss", "seg_loss", "cls_loss", "dfl_loss"], names
         meta["cases"][name] = {
             "overlap_mask": case["overlap"],
+            "feat_scale": scale,
             "items": [float(v) for v in vals[:4]],
             "total": float(total.detach()),
             "dropped_item": {names[4]: float(vals[4])} if len(vals) > 4 else {},
