@@ -1,0 +1,1 @@
+"""Engine: the YOLO facade and the task-agnostic train/val/predict/export machinery."""

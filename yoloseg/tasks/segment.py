@@ -14,7 +14,8 @@ task = Task(
     build_model="yoloseg.nn:build_model",
     loss="yoloseg.loss:SegmentationLoss",
     loss_names=("box_loss", "seg_loss", "cls_loss", "dfl_loss"),
-    postprocess="yoloseg.ops:non_max_suppression",
+    # raw (pred, protos) -> per-image {"boxes", "masks"}: NMS (yoloseg.ops.non_max_suppression) + mask decoding
+    postprocess="yoloseg.engine.predictor:segment_postprocess",
     results="yoloseg.engine.results:Results",
     predictor="yoloseg.engine.predictor:Predictor",
     validator="yoloseg.engine.validator:Validator",
