@@ -1,0 +1,395 @@
+"""End-to-end prediction: sources -> letterbox -> model -> NMS + masks -> :class:`Results` -> files.
+
+``Predictor(cfg, model, task)`` is task-agnostic: the task supplies ``postprocess`` (raw model
+output -> per-image dicts of Results fields) and the ``results`` type. :func:`segment_postprocess`
+is the built-in segment task's postprocess.
+
+Pipeline per batch of ``batch`` frames
+--------------------------------------
+1. Letterbox each BGR image to ``imgsz`` (int or (h, w), rounded up to the model stride). A batch
+   of equally sized images gets the minimal stride-aligned rectangle (``auto``), mixed sizes are
+   padded to the full ``imgsz``. Tensor sources are used as they are.
+2. Stack, BGR -> RGB, ``/255``, float32 (float16 with ``half=True`` on CUDA only); run the model,
+   fused (Conv+BN folded, on a private copy), under ``torch.inference_mode``.
+3. ``ops.non_max_suppression`` (conf, iou, classes, agnostic_nms, max_det), then the masks:
+   ``retina_masks=False`` decodes them at the letterboxed input size (``ops.process_mask``) and
+   scales the boxes to the original image; ``retina_masks=True`` scales the boxes first and
+   decodes straight to the original size (``ops.process_mask_native``). Detections whose mask
+   is empty are dropped.
+4. Results, with ``speed`` (ms per image); annotated images, videos (OpenCV, mp4v) and
+   ``labels/*.txt`` are written to ``runs/<task>/predict{N}`` when ``save``/``save_txt`` is set.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from yoloseg.data.letterbox import LetterBox
+from yoloseg.data.sources import load_sources
+
+__all__ = ["Predictor", "segment_postprocess"]
+
+LOGGER = logging.getLogger("yoloseg")
+_SAVE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def segment_postprocess(
+    preds,
+    input_shape,
+    orig_shapes,
+    conf: float = 0.25,
+    iou: float = 0.7,
+    classes=None,
+    agnostic: bool = False,
+    max_det: int = 300,
+    retina_masks: bool = False,
+    ops=None,
+) -> list[dict]:
+    """Raw segment-model output -> per-image ``{"boxes": (n, 6), "masks": (n, h, w) bool | None}``.
+
+    ``preds`` is ``(pred (B, 4+nc+nm, A), protos (B, nm, h, w))``; ``input_shape`` the (H, W) the
+    model saw; ``orig_shapes`` the (h, w) of each original image. Boxes are x1, y1, x2, y2 in
+    original-image pixels, conf, cls. ``ops`` selects the kernel module (default
+    :mod:`yoloseg.ops`; :mod:`yoloseg.ops.reference` gives the pure-torch path).
+    """
+    if ops is None:
+        from yoloseg import ops
+    pred, protos = preds
+    input_shape = tuple(int(v) for v in input_shape[-2:])
+    nm = protos.shape[1]
+    dets = ops.non_max_suppression(
+        pred, conf_thres=conf, iou_thres=iou, classes=classes, agnostic=agnostic, max_det=max_det, nm=nm
+    )
+    out = []
+    for i, det in enumerate(dets):
+        shape0 = tuple(int(v) for v in orig_shapes[i][:2])
+        if len(det) == 0:
+            out.append({"boxes": det[:, :6].float(), "masks": None})
+            continue
+        coeffs = det[:, 6:]
+        if retina_masks:
+            boxes = ops.scale_boxes(input_shape, det[:, :4].clone(), shape0)
+            masks = ops.process_mask_native(protos[i], coeffs, boxes, shape0)
+        else:
+            masks = ops.process_mask(protos[i], coeffs, det[:, :4], input_shape, upsample=True)
+            boxes = ops.scale_boxes(input_shape, det[:, :4].clone(), shape0)
+        boxes = torch.cat([boxes, det[:, 4:6]], 1).float()
+        keep = masks.flatten(1).any(1)
+        if not bool(keep.all()):
+            boxes, masks = boxes[keep], masks[keep]
+        out.append({"boxes": boxes, "masks": masks if len(boxes) else None})
+    return out
+
+
+def _get(cfg, key, default=None):
+    v = getattr(cfg, key, default) if not isinstance(cfg, dict) else cfg.get(key, default)
+    return default if v is None else v
+
+
+def _log(msg: str, bar=None) -> None:
+    if bar is not None:
+        bar.write(msg, file=sys.stderr)
+    else:
+        print(msg, file=sys.stderr, flush=True)
+
+
+class Predictor:
+    """Runs a model over any :func:`yoloseg.data.sources.load_sources` source.
+
+    Args:
+        cfg: settings namespace (``yoloseg.cfg.get_cfg``) or dict; keys read: imgsz, batch, device,
+            half, conf, iou, classes, agnostic_nms, max_det, retina_masks, vid_stride, stream,
+            save, save_txt, save_conf, project, name, exist_ok, show_labels, show_conf,
+            show_boxes, line_width, verbose.
+        model: a model whose eval forward gives ``(pred, protos)``, with ``names`` and ``stride``.
+        task: the :class:`yoloseg.tasks.Task` (postprocess + results type); None means segment.
+    """
+
+    def __init__(self, cfg=None, model=None, task=None):
+        self.cfg = cfg if cfg is not None else SimpleNamespace()
+        self.model = model
+        self.task = task
+        self.net = None  # the prepared (fused, on device) copy
+        self.device = None
+        self.save_dir = None
+        self.speed = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
+        self.seen = 0
+        self.skipped: list[tuple[str, str]] = []
+        self._writers: dict = {}
+        self._names_used: dict = {}
+
+    # ----- settings -----------------------------------------------------------------------------
+    def _c(self, key, default=None):
+        return _get(self.cfg, key, default)
+
+    @property
+    def names(self) -> dict:
+        names = getattr(self.model, "names", None) or {}
+        return dict(names) if not isinstance(names, (list, tuple)) else dict(enumerate(names))
+
+    @property
+    def stride(self) -> int:
+        s = getattr(self.model, "stride", None)
+        if s is None:
+            return 32
+        return int(torch.as_tensor(s).max()) if not isinstance(s, (int, float)) else int(s)
+
+    def imgsz(self) -> tuple[int, int]:
+        v = self._c("imgsz", 640)
+        if isinstance(v, (int, np.integer)):
+            v = (int(v), int(v))
+        v = [int(x) for x in v]
+        if len(v) == 1:
+            v = v * 2
+        if len(v) != 2 or min(v) <= 0:
+            raise ValueError(f"imgsz must be an int or [h, w] of positive ints, got {self._c('imgsz')!r}")
+        s = self.stride
+        fixed = tuple(-(-x // s) * s for x in v)
+        if fixed != tuple(v):
+            LOGGER.warning(f"imgsz={list(v)} is not a multiple of the model stride {s}; using {list(fixed)}")
+        return fixed
+
+    # ----- model --------------------------------------------------------------------------------
+    def setup_model(self):
+        if self.net is not None:
+            return self.net
+        if self.model is None:
+            raise ValueError("Predictor needs a model")
+        from yoloseg.utils.torch_utils import select_device
+
+        self.device = select_device(self._c("device", None))
+        net = self.model
+        if isinstance(net, torch.nn.Module):
+            net = copy.deepcopy(net)  # fusing and casting must not touch the caller's model
+            if hasattr(net, "fuse") and not (hasattr(net, "is_fused") and net.is_fused()):
+                net = net.fuse()
+            net = net.to(self.device).eval()
+        self.half = bool(self._c("half", False))
+        if self.half and self.device.type != "cuda":
+            LOGGER.warning("half=True needs a CUDA device; running in float32")
+            self.half = False
+        if self.half and isinstance(net, torch.nn.Module):
+            net = net.half()
+        self.net = net
+        return net
+
+    # ----- stages -------------------------------------------------------------------------------
+    def preprocess(self, frames) -> torch.Tensor:
+        """Frames -> model input (B, 3, H, W) float in [0, 1], RGB."""
+        if frames[0].tensor is not None:
+            x = torch.stack([f.tensor for f in frames]).to(self.device)
+            s = self.stride
+            if x.shape[-1] % s or x.shape[-2] % s:
+                raise ValueError(
+                    f"tensor source of size {tuple(x.shape[-2:])} must be a multiple of the model stride {s} "
+                    "(tensors are fed to the model as they are)"
+                )
+        else:
+            same = len({f.image.shape for f in frames}) == 1
+            lb = LetterBox(self.imgsz(), auto=same and not getattr(self.model, "fixed_input", False), stride=self.stride)
+            imgs = [lb(f.image)[0] for f in frames]
+            x = torch.from_numpy(imgs[0][None] if len(imgs) == 1 else np.stack(imgs)).to(self.device)
+            x = x.permute(0, 3, 1, 2).flip(1).contiguous()
+        x = x.half() if self.half else x.float()
+        if frames[0].tensor is None:
+            x /= 255
+        return x
+
+    def inference(self, x):
+        out = self.net(x)
+        if isinstance(out, dict):
+            out = out.get("one2many", out)
+        if isinstance(out, (list, tuple)) and len(out) == 2 and isinstance(out[0], (list, tuple)):
+            out = out[0]  # ((pred, protos), extra)
+        return out[0], out[1]
+
+    def postprocess(self, preds, x, frames) -> list:
+        fn = getattr(self.task, "postprocess", None) or segment_postprocess
+        results_type = None
+        if self.task is not None and getattr(self.task, "results", None) is not None:
+            results_type = self.task.resolve("results")
+        if results_type is None:
+            from yoloseg.engine.results import Results as results_type
+        pred, protos = preds
+        outs = fn(
+            (pred.float(), protos.float()), tuple(x.shape[-2:]), [f.image.shape[:2] for f in frames],
+            conf=float(self._c("conf", 0.25)), iou=float(self._c("iou", 0.7)), classes=_classes(self._c("classes")),
+            agnostic=bool(self._c("agnostic_nms", False)), max_det=int(self._c("max_det", 300)),
+            retina_masks=bool(self._c("retina_masks", False)),
+        )
+        return [results_type(f.image, f.path, self.names, **o) for f, o in zip(frames, outs)]
+
+    # ----- driving ------------------------------------------------------------------------------
+    def __call__(self, source=None, stream: bool | None = None):
+        stream = bool(self._c("stream", False)) if stream is None else stream
+        gen = self.stream_inference(source)
+        return gen if stream else list(gen)
+
+    @staticmethod
+    def _batches(frames, n):
+        """Groups of up to ``n`` frames; tensor frames are never mixed with decoded images."""
+        buf = []
+        for f in frames:
+            if buf and (f.tensor is None) != (buf[0].tensor is None):
+                yield buf
+                buf = []
+            buf.append(f)
+            if len(buf) == n:
+                yield buf
+                buf = []
+        if buf:
+            yield buf
+
+    def stream_inference(self, source):
+        """Generator of Results, one per frame, batch by batch (bounded memory)."""
+        src = load_sources(source, vid_stride=int(self._c("vid_stride", 1)))
+        net = self.setup_model()
+        verbose = bool(self._c("verbose", True))
+        bsz = max(int(self._c("batch", 1) or 1), 1)
+        bar = None
+        if verbose and src.show_progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=src.count_frames(), unit="img", file=sys.stderr, dynamic_ncols=True, leave=True)
+        self.seen, self._writers, self._names_used = 0, {}, {}
+        totals = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
+        input_shape = None
+        try:
+            for frames in self._batches(src, bsz):
+                sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+                t0 = time.perf_counter()
+                x = self.preprocess(frames)
+                sync()
+                t1 = time.perf_counter()
+                with torch.inference_mode():
+                    preds = self.inference(x)
+                    sync()
+                    t2 = time.perf_counter()
+                    results = self.postprocess(preds, x, frames)
+                    sync()
+                t3 = time.perf_counter()
+                n = len(frames)
+                speed = {
+                    "preprocess": (t1 - t0) * 1e3 / n, "inference": (t2 - t1) * 1e3 / n,
+                    "postprocess": (t3 - t2) * 1e3 / n,
+                }
+                input_shape = tuple(x.shape[1:])
+                for k in totals:
+                    totals[k] += speed[k] * n
+                for f, r in zip(frames, results):
+                    r.speed = dict(speed)
+                    self.seen += 1
+                    self._write(f, r)
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix_str(f"{r.verbose()}, {speed['inference']:.1f}ms", refresh=False)
+                    elif verbose:
+                        _log(f"{f.info}: {x.shape[2]}x{x.shape[3]} {r.verbose()}, {speed['inference']:.1f}ms")
+                    yield r
+        finally:
+            if bar is not None:
+                bar.close()
+            for w in self._writers.values():
+                w[1].release()
+            self._writers = {}
+            self.skipped = list(src.skipped)
+        if self.seen:
+            self.speed = {k: v / self.seen for k, v in totals.items()}
+        if verbose:
+            if self.seen:
+                s = self.speed
+                _log(
+                    f"Speed: {s['preprocess']:.1f}ms preprocess, {s['inference']:.1f}ms inference, "
+                    f"{s['postprocess']:.1f}ms postprocess per image at shape (1, {', '.join(map(str, input_shape))})"
+                )
+            if self.save_dir is not None:
+                _log(f"Results saved to {self.save_dir}")
+        if self.skipped:
+            shown = ", ".join(p for p, _ in self.skipped[:5]) + (" ..." if len(self.skipped) > 5 else "")
+            LOGGER.warning(
+                f"skipped {len(self.skipped)} of {len(src.entries)} sources that could not be read: {shown}"
+            )
+
+    # ----- outputs ------------------------------------------------------------------------------
+    def _ensure_save_dir(self) -> Path:
+        if self.save_dir is None:
+            from yoloseg.utils.files import increment_path
+
+            task = getattr(self.task, "name", None) or "segment"
+            project = self._c("project", None) or Path("runs") / task
+            name = self._c("name", None) or "predict"
+            self.save_dir = increment_path(Path(project) / name, exist_ok=bool(self._c("exist_ok", False)))
+            self.save_dir.mkdir(parents=True, exist_ok=True)
+        return self.save_dir
+
+    def _base_name(self, frame) -> str:
+        """Unique file stem per source (same-named files from different folders get -2, -3...)."""
+        key = frame.path if frame.kind == "video" else (frame.path, frame.index)
+        if key not in self._names_used:
+            stem = Path(frame.path.split("?")[0]).stem or "image"
+            used = set(self._names_used.values())
+            base, k = stem, 1
+            while base in used:
+                k += 1
+                base = f"{stem}-{k}"
+            self._names_used[key] = base
+        return self._names_used[key]
+
+    def _write(self, frame, r) -> None:
+        save, save_txt = bool(self._c("save", False)), bool(self._c("save_txt", False))
+        if not (save or save_txt):
+            return
+        d = self._ensure_save_dir()
+        r.save_dir = str(d)
+        base = self._base_name(frame)
+        if save_txt:
+            stem = base if frame.kind != "video" else f"{base}_{frame.frame}"
+            r.save_txt(d / "labels" / f"{stem}.txt", save_conf=bool(self._c("save_conf", False)))
+        if not save:
+            return
+        img = r.plot(
+            conf=bool(self._c("show_conf", True)), labels=bool(self._c("show_labels", True)),
+            boxes=bool(self._c("show_boxes", True)), line_width=self._c("line_width", None),
+        )
+        if frame.kind == "video":
+            self._write_video_frame(d, base, frame, img)
+        else:
+            import cv2
+
+            ext = Path(frame.path.split("?")[0]).suffix.lower()
+            ext = ext if ext in _SAVE_EXTS else ".jpg"
+            ok, buf = cv2.imencode(ext, img)
+            if not ok:
+                raise ValueError(f"cannot encode the annotated image for '{frame.path}'")
+            buf.tofile(str(d / f"{base}{ext}"))
+
+    def _write_video_frame(self, d: Path, base: str, frame, img) -> None:
+        import cv2
+
+        key = frame.path
+        if key not in self._writers:
+            for old in list(self._writers):  # sources are sequential: close the previous video
+                self._writers.pop(old)[1].release()
+            fps = max(1.0, (frame.fps or 30.0) / int(self._c("vid_stride", 1)))
+            path = d / f"{base}.mp4"
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (img.shape[1], img.shape[0]))
+            if not writer.isOpened():
+                raise ValueError(f"cannot open a video writer for '{path}'")
+            self._writers[key] = (path, writer)
+        self._writers[key][1].write(img)
+
+
+def _classes(v):
+    if v is None:
+        return None
+    if isinstance(v, (int, np.integer)):
+        return [int(v)]
+    return [int(c) for c in v]
