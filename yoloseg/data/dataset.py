@@ -133,6 +133,7 @@ class SegmentDataset(Dataset):
         self.nc = len(self.names)
         self.prefix = prefix
         self.epoch = 0
+        self._epoch_set = False
         self.mosaic_enabled = self.augment and float(self.hyp["mosaic"]) > 0
         self.n_bad_loads = 0
         self._bad_files: set = set()
@@ -198,10 +199,15 @@ class SegmentDataset(Dataset):
     # ------------------------------------------------------------------ control
 
     def set_epoch(self, epoch: int) -> None:
-        """Epoch used for sampling when indexed with a plain int (workers=0, or no epoch-aware sampler)."""
-        self.epoch = int(epoch)
+        """Epoch used for sampling when indexed with a plain int (workers=0, or no epoch-aware sampler).
 
-    def close_mosaic(self) -> None:
+        Until this is called, plain-int indexing draws each sample's seed from torch's global random
+        state instead (fresh augmentations every epoch, reproducible when that state is).
+        """
+        self.epoch = int(epoch)
+        self._epoch_set = True
+
+    def close_mosaic(self, *_args) -> None:
         """Turn mosaic (and mixup, which builds on it) off, e.g. for the last ``close_mosaic`` epochs."""
         self.mosaic_enabled = False
 
@@ -255,12 +261,17 @@ class SegmentDataset(Dataset):
     def __getitem__(self, key):
         if isinstance(key, (tuple, list)):
             index, epoch, mosaic_on = int(key[0]), int(key[1]), bool(key[2]) and self.mosaic_enabled
+            stream = [self.seed, epoch, index]
         else:
-            index, epoch, mosaic_on = int(key), self.epoch, self.mosaic_enabled
+            index, mosaic_on = int(key), self.mosaic_enabled
+            if self._epoch_set or not self.augment:
+                stream = [self.seed, self.epoch, index]
+            else:
+                stream = [self.seed, index, int(torch.randint(0, 2**62, (1,)))]
         n = len(self)
         if not 0 <= index < n:
             raise IndexError(f"index {index} out of range for a data set of {n} images")
-        rng = np.random.default_rng([self.seed, epoch, index])
+        rng = np.random.default_rng(stream)
         for attempt in range(MAX_RETRIES):
             try:
                 sample = self._augmented(index, rng, mosaic_on) if self.augment else self._plain(index)
