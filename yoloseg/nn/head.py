@@ -60,7 +60,9 @@ class Segment(nn.Module):
         self.no = self.nc + 4 * self.reg_max
         self.nm = int(nm)
         self.npr = int(npr)
-        self.register_buffer("stride", torch.zeros(self.nl), persistent=False)
+        # Level strides as a plain CPU float tensor (not a buffer: it stays on the CPU and in float32 whatever
+        # device/dtype the weights move to, and it is not part of the state dict). Set by the model builder.
+        self.stride = torch.zeros(self.nl)
 
         c_box = max(16, ch[0] // 4, 4 * self.reg_max)
         c_cls = max(ch[0], min(self.nc, 100))

@@ -43,7 +43,7 @@ class SegmentationModel(nn.Module):
         self.names = {i: f"class{i}" for i in range(self.nc)}
         head = self.head
         if isinstance(head, Segment):
-            head.stride.copy_(self._probe_strides(ch))
+            self.stride = self._probe_strides(ch)
             head.init_biases(box_bias)
 
     # -- attributes -------------------------------------------------------------------------------------------
@@ -53,13 +53,12 @@ class SegmentationModel(nn.Module):
 
     @property
     def stride(self) -> torch.Tensor:
-        """Output strides of the head levels, float32 tensor (e.g. [8, 16, 32])."""
-        return self.head.stride.float()
+        """Output strides of the head levels, float32 CPU tensor (e.g. [8, 16, 32])."""
+        return self.head.stride
 
     @stride.setter
     def stride(self, value) -> None:
-        with torch.no_grad():
-            self.head.stride.copy_(torch.as_tensor(value, dtype=self.head.stride.dtype))
+        self.head.stride = torch.as_tensor(value, dtype=torch.float32, device="cpu").clone()
 
     @torch.no_grad()
     def _probe_strides(self, ch: int, size: int = 256) -> torch.Tensor:
