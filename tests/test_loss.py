@@ -258,3 +258,53 @@ def test_dfl_on_a_bin_is_the_cross_entropy_of_that_bin():
     half = dfl_loss(logits, torch.full((3, 4), 3.5), 16)
     lp = torch.log_softmax(logits, -1)
     assert torch.allclose(half, -(0.5 * lp[..., 3] + 0.5 * lp[..., 4]).mean(-1, keepdim=True), atol=1e-6)
+
+
+def _dense_mask_loss(fg, gt_index, boxes_px, masks, overlap, bidx, protos, coeffs, imgsz):
+    """Straightforward mask loss: full-size logits per positive anchor, BCE, crop, mean, / box area."""
+    bs, nm, h, w = protos.shape
+    total = 0.0
+    for i in range(bs):
+        for a in fg[i].nonzero().squeeze(1).tolist():
+            k = int(gt_index[i, a])
+            gt = (masks[i] == k + 1) if overlap else masks[bidx == i][k].bool()
+            logits = torch.einsum("c,chw->hw", coeffs[i, :, a], protos[i])
+            bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, gt.to(logits.dtype), reduction="none")
+            x1, y1, x2, y2 = (boxes_px[i, a] / imgsz.repeat(2) * torch.tensor([w, h, w, h], dtype=boxes_px.dtype)).tolist()
+            cols, rows = torch.arange(w, dtype=logits.dtype), torch.arange(h, dtype=logits.dtype)
+            inside = ((cols >= x1) & (cols < x2))[None, :] & ((rows >= y1) & (rows < y2))[:, None]
+            bw, bh = (boxes_px[i, a, 2] - boxes_px[i, a, 0]) / imgsz[0], (boxes_px[i, a, 3] - boxes_px[i, a, 1]) / imgsz[1]
+            total = total + (bce * inside).mean() / (bw * bh)
+    return total / fg.sum()
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_windowed_mask_loss_matches_dense_reference(overlap):
+    gen = torch.Generator().manual_seed(3)
+    bs, nm, h, w, n_anchors, n_inst = 2, 8, 12, 16, 40, 5
+    imgsz = torch.tensor([64.0, 48.0], dtype=torch.float64)  # width, height in pixels (4x the mask grid)
+    protos = torch.randn(bs, nm, h, w, generator=gen, dtype=torch.float64, requires_grad=True)
+    coeffs = torch.randn(bs, nm, n_anchors, generator=gen, dtype=torch.float64, requires_grad=True)
+    # instance boxes with fractional edges, one sticking out of the image, one thinner than a mask pixel
+    inst_boxes = torch.tensor(
+        [[3.3, 2.0, 30.7, 20.1], [20.0, 10.5, 70.0, 60.0], [8.0, 30.0, 9.5, 40.0], [0.0, 0.0, 64.0, 48.0], [40.2, 5.1, 52.9, 33.3]],
+        dtype=torch.float64,
+    )
+    fg = torch.rand(bs, n_anchors, generator=gen) < 0.5
+    gt_index = torch.randint(0, n_inst, (bs, n_anchors), generator=gen)
+    boxes_px = inst_boxes[gt_index]
+    bidx = torch.tensor([0] * n_inst + [1] * n_inst, dtype=torch.float32)
+    if overlap:
+        masks = torch.randint(0, n_inst + 1, (bs, h, w), generator=gen, dtype=torch.int32)
+    else:
+        masks = (torch.rand(bs * n_inst, h, w, generator=gen) < 0.4).to(torch.uint8)
+    crit = SegmentationLoss.from_params(3, [8, 16, 32], nm=nm, hyp={"overlap_mask": overlap})
+    batch = {"masks": masks, "batch_idx": bidx}
+    imgsz_hw = imgsz.flip(0)  # the loss takes (height, width)
+    got = crit.mask_loss(fg, gt_index, boxes_px, batch, protos, coeffs, imgsz_hw)
+    g_p, g_c = torch.autograd.grad(got, (protos, coeffs))
+    want = _dense_mask_loss(fg, gt_index, boxes_px, masks, overlap, bidx.long(), protos, coeffs, imgsz)
+    w_p, w_c = torch.autograd.grad(want, (protos, coeffs))
+    assert torch.allclose(got, want, rtol=1e-10)
+    assert torch.allclose(g_p, w_p, rtol=1e-9, atol=1e-12)
+    assert torch.allclose(g_c, w_c, rtol=1e-9, atol=1e-12)

@@ -22,12 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from .detect import DetectionLoss, _head_of
+from .mask import MaskGroup, windowed_mask_bce
 
 __all__ = ["SegmentationLoss"]
-
-# upper bound on elements of one (anchors, h, w) block of mask logits
-_BLOCK_ELEMENTS = 1 << 22
-
 
 class SegmentationLoss(DetectionLoss):
     """Segmentation loss of a YOLO-seg head.
@@ -137,32 +134,42 @@ class SegmentationLoss(DetectionLoss):
         area = (boxes_n[..., 2] - boxes_n[..., 0]) * (boxes_n[..., 3] - boxes_n[..., 1])
         boxes_m = boxes_n * torch.tensor([mw, mh, mw, mh], device=protos.device, dtype=boxes_n.dtype)
 
-        cols = torch.arange(mw, device=protos.device, dtype=boxes_m.dtype)
-        rows = torch.arange(mh, device=protos.device, dtype=boxes_m.dtype)
+        # pixel window of each box: columns c with x1 <= c < x2, rows r with y1 <= r < y2
+        edges = boxes_m.ceil()
+        limits = torch.tensor([mw, mh, mw, mh], device=edges.device, dtype=edges.dtype)
+        edges = torch.minimum(edges.clamp(min=0), limits).long()
         coeffs_t = coeffs.transpose(1, 2)  # (B, A, nm)
-        block = max(1, _BLOCK_ELEMENTS // (mh * mw))
-        total = protos.new_zeros(())
+        pixels = mh * mw
+        selected, groups, group_areas, offset = [], [], [], 0
         for i in range(bs):
             anchors = fg[i].nonzero().squeeze(1)
             if anchors.numel() == 0:
                 continue
-            inst = gt_index[i, anchors]
-            if not self.overlap:
-                own = masks[bidx == i]
-            proto_i = protos[i].reshape(self.nm, -1)
+            # group the image's positive anchors by assigned instance: one box, one target per group
+            inst, order = gt_index[i, anchors].sort(stable=True)
+            anchors = anchors[order]
+            ids, counts = torch.unique_consecutive(inst, return_counts=True)
+            starts = torch.cumsum(counts, 0) - counts
+            heads = anchors[starts]
+            group_areas.append(area[i, heads])
+            selected.append(coeffs_t[i, anchors])
             if self.overlap:  # compare indices in a wide type
                 index_map = masks[i] if masks.is_floating_point() else masks[i].long()
-            for s in range(0, anchors.numel(), block):
-                a = anchors[s : s + block]
-                k = inst[s : s + block]
+            else:
+                own = masks[bidx == i]
+            windows = edges[i, heads].tolist()
+            for g, n, s0, (c0, r0, c1, r1) in zip(ids.tolist(), counts.tolist(), starts.tolist(), windows):
+                if c1 <= c0 or r1 <= r0:  # the box covers no mask pixel: no loss, weight zero below
+                    r1, c1 = r0, c0
                 if self.overlap:
-                    gt = (index_map.unsqueeze(0) == (k + 1).view(-1, 1, 1).to(index_map.dtype)).to(proto_i.dtype)
+                    target = index_map[r0:r1, c0:c1] == g + 1
                 else:
-                    gt = own[k].to(proto_i.dtype)
-                logits = (coeffs_t[i, a] @ proto_i).view(-1, mh, mw)
-                bce = F.binary_cross_entropy_with_logits(logits, gt, reduction="none")
-                x1, y1, x2, y2 = (c.view(-1, 1, 1) for c in boxes_m[i, a].unbind(-1))
-                inside = ((cols >= x1) & (cols < x2)) & ((rows.view(-1, 1) >= y1) & (rows.view(-1, 1) < y2))
-                per_anchor = (bce * inside).sum((1, 2)) / (mh * mw)
-                total = total + (per_anchor / area[i, a]).sum()
+                    target = own[g, r0:r1, c0:c1]
+                groups.append(MaskGroup(i, offset + s0, n, r0, r1, c0, c1, target.to(protos.dtype)))
+            offset += anchors.numel()
+        if not groups:
+            return (protos * 0).sum() + (coeffs * 0).sum()
+        areas = torch.cat(group_areas)
+        scales = 1.0 / pixels / torch.where(areas > 0, areas, torch.ones_like(areas))
+        total = windowed_mask_bce(torch.cat(selected), protos, scales, groups)
         return total / fg.sum()
