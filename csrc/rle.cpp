@@ -1,0 +1,567 @@
+// COCO run-length mask kernels (see rle.h) and their bindings (family "rle").
+#include "rle.h"
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdlib>
+#include <stdexcept>
+
+#include "registry.h"
+
+namespace yoloseg {
+namespace rle {
+
+namespace {
+
+// C's (int) conversion as x86 performs it: truncation toward zero, INT_MIN for NaN and for values
+// outside the int range (the polygon code relies on this for degenerate edges).
+inline int trunc_int(double v) {
+  if (!(v > -2147483649.0 && v < 2147483648.0)) return INT_MIN;
+  return static_cast<int>(v);
+}
+
+}  // namespace
+
+void encode_strided(const uint8_t* mask, uint64_t h, uint64_t w, int64_t stride_y, int64_t stride_x,
+                    Counts& out) {
+  out.clear();
+  uint8_t prev = 0;
+  uint32_t run = 0;
+  for (uint64_t x = 0; x < w; ++x) {
+    const uint8_t* col = mask + static_cast<int64_t>(x) * stride_x;
+    for (uint64_t y = 0; y < h; ++y) {
+      uint8_t v = col[static_cast<int64_t>(y) * stride_y] != 0;
+      if (v != prev) {
+        out.push_back(run);
+        run = 0;
+        prev = v;
+      }
+      ++run;
+    }
+  }
+  out.push_back(run);
+}
+
+void encode_colmajor(const uint8_t* mask, uint64_t h, uint64_t w, Counts& out) {
+  encode_strided(mask, h, w, 1, static_cast<int64_t>(h), out);
+}
+
+bool decode_colmajor(const View& r, uint8_t* out) {
+  const uint64_t n = r.h * r.w;
+  uint64_t pos = 0;
+  uint8_t v = 0;
+  for (size_t j = 0; j < r.m; ++j) {
+    uint64_t c = r.cnts[j];
+    if (pos + c > n) {
+      std::fill(out + pos, out + n, v);
+      return false;
+    }
+    std::fill(out + pos, out + pos + c, v);
+    pos += c;
+    v = !v;
+  }
+  std::fill(out + pos, out + n, static_cast<uint8_t>(0));
+  return true;
+}
+
+uint64_t area(const View& r) {
+  uint64_t a = 0;
+  for (size_t j = 1; j < r.m; j += 2) a += r.cnts[j];
+  return a;
+}
+
+void merge(const std::vector<View>& rs, bool intersect, uint64_t& h, uint64_t& w, Counts& out) {
+  out.clear();
+  if (rs.empty()) {
+    h = w = 0;
+    return;
+  }
+  h = rs[0].h;
+  w = rs[0].w;
+  out.assign(rs[0].cnts, rs[0].cnts + rs[0].m);
+  Counts acc;
+  for (size_t i = 1; i < rs.size(); ++i) {
+    const View& B = rs[i];
+    if (B.h != h || B.w != w) {
+      h = w = 0;
+      out.clear();
+      return;
+    }
+    acc.swap(out);
+    out.clear();
+    // Walk both run lists at once; emit a run whenever the combined value flips.
+    const size_t am = acc.size(), bm = B.m;
+    uint32_t ca = am ? acc[0] : 0, cb = bm ? B.cnts[0] : 0;
+    size_t ia = 1, ib = 1;
+    bool va = false, vb = false, v = false;
+    uint32_t run = 0;
+    bool more = true;
+    while (more) {
+      uint32_t c = std::min(ca, cb);
+      run += c;
+      ca -= c;
+      if (!ca && ia < am) {
+        ca = acc[ia++];
+        va = !va;
+      }
+      cb -= c;
+      if (!cb && ib < bm) {
+        cb = B.cnts[ib++];
+        vb = !vb;
+      }
+      more = (static_cast<uint64_t>(ca) + cb) > 0;
+      bool prev = v;
+      v = intersect ? (va && vb) : (va || vb);
+      if (v != prev || !more) {
+        out.push_back(run);
+        run = 0;
+      }
+    }
+  }
+}
+
+void to_bbox(const View& r, double bb[4]) {
+  const size_t m = (r.m / 2) * 2;
+  if (m == 0 || r.h == 0) {
+    bb[0] = bb[1] = bb[2] = bb[3] = 0;
+    return;
+  }
+  const uint32_t h = static_cast<uint32_t>(r.h), w = static_cast<uint32_t>(r.w);
+  uint32_t xs = w, ys = h, xe = 0, ye = 0, cc = 0, xp = 0;
+  for (size_t j = 0; j < m; j += 2) {
+    cc += r.cnts[j];
+    // Empty foreground runs mark no pixel.
+    if (r.cnts[j + 1] == 0) continue;
+    uint32_t y = cc % h, x = (cc - y) / h;  // first pixel of the run
+    xp = x;
+    xs = std::min(xs, x);
+    xe = std::max(xe, x);
+    ys = std::min(ys, y);
+    ye = std::max(ye, y);
+    cc += r.cnts[j + 1];
+    const uint32_t t = cc - 1;  // last pixel of the run
+    y = t % h;
+    x = (t - y) / h;
+    if (xp < x) {
+      // The run wraps to a later column, so it covers every row in between.
+      ys = 0;
+      ye = h - 1;
+    }
+    xs = std::min(xs, x);
+    xe = std::max(xe, x);
+    ys = std::min(ys, y);
+    ye = std::max(ye, y);
+  }
+  // Unsigned arithmetic on purpose: a mask whose runs are all empty reports xe - xs + 1 wrapped.
+  bb[0] = xs;
+  bb[2] = static_cast<uint32_t>(xe - xs + 1);
+  bb[1] = ys;
+  bb[3] = static_cast<uint32_t>(ye - ys + 1);
+}
+
+void from_polygon(const double* xy, size_t k, uint64_t h, uint64_t w, Counts& out) {
+  out.clear();
+  const double scale = 5;
+  // Vertices on the 5x grid, closed.
+  std::vector<int> px(k + 1, 0), py(k + 1, 0);
+  for (size_t j = 0; j < k; ++j) {
+    px[j] = trunc_int(scale * xy[2 * j] + .5);
+    py[j] = trunc_int(scale * xy[2 * j + 1] + .5);
+  }
+  if (k) {
+    px[k] = px[0];
+    py[k] = py[0];
+  }
+  // Dense boundary points along every edge, stepping one unit along the major axis.
+  std::vector<int> u, v;
+  size_t total = 0;
+  for (size_t j = 0; j < k; ++j) {
+    int64_t ddx = std::llabs(static_cast<int64_t>(px[j]) - px[j + 1]);
+    int64_t ddy = std::llabs(static_cast<int64_t>(py[j]) - py[j + 1]);
+    total += static_cast<size_t>(std::max(ddx, ddy)) + 1;
+  }
+  u.reserve(total);
+  v.reserve(total);
+  for (size_t j = 0; j < k; ++j) {
+    int xs = px[j], xe = px[j + 1], ys = py[j], ye = py[j + 1];
+    const int dx = std::abs(xe - xs), dy = std::abs(ys - ye);
+    const bool flip = (dx >= dy && xs > xe) || (dx < dy && ys > ye);
+    if (flip) {
+      std::swap(xs, xe);
+      std::swap(ys, ye);
+    }
+    if (dx >= dy) {
+      const double s = static_cast<double>(ye - ys) / dx;
+      for (int d = 0; d <= dx; ++d) {
+        const int t = flip ? dx - d : d;
+        u.push_back(t + xs);
+        v.push_back(trunc_int(ys + s * t + .5));
+      }
+    } else {
+      const double s = static_cast<double>(xe - xs) / dy;
+      for (int d = 0; d <= dy; ++d) {
+        const int t = flip ? dy - d : d;
+        v.push_back(t + ys);
+        u.push_back(trunc_int(xs + s * t + .5));
+      }
+    }
+  }
+  // Keep the points where the boundary crosses a pixel-centre column, back on the 1x grid.
+  std::vector<uint32_t> starts;
+  const double wmax = static_cast<double>(static_cast<uint64_t>(w - 1));
+  const double hd = static_cast<double>(h);
+  for (size_t j = 1; j < u.size(); ++j) {
+    if (u[j] == u[j - 1]) continue;
+    double xd = static_cast<double>(u[j] < u[j - 1] ? u[j] : u[j] - 1);
+    xd = (xd + .5) / scale - .5;
+    if (std::floor(xd) != xd || xd < 0 || xd > wmax) continue;
+    double yd = static_cast<double>(v[j] < v[j - 1] ? v[j] : v[j - 1]);
+    yd = (yd + .5) / scale - .5;
+    if (yd < 0)
+      yd = 0;
+    else if (yd > hd)
+      yd = hd;
+    yd = std::ceil(yd);
+    const int xi = static_cast<int>(xd), yi = static_cast<int>(yd);
+    starts.push_back(static_cast<uint32_t>(xi * static_cast<int>(h) + yi));
+  }
+  starts.push_back(static_cast<uint32_t>(h * w));
+  std::sort(starts.begin(), starts.end());
+  // Differences between sorted crossings are the runs; empty runs fold into their neighbour.
+  uint32_t prev = 0;
+  for (auto& a : starts) {
+    uint32_t t = a;
+    a -= prev;
+    prev = t;
+  }
+  out.push_back(starts[0]);
+  size_t j = 1;
+  while (j < starts.size()) {
+    if (starts[j] > 0) {
+      out.push_back(starts[j++]);
+    } else {
+      ++j;
+      if (j < starts.size()) out.back() += starts[j++];
+    }
+  }
+}
+
+void from_bbox(const double bb[4], uint64_t h, uint64_t w, Counts& out) {
+  const double xs = bb[0], xe = xs + bb[2], ys = bb[1], ye = ys + bb[3];
+  const double xy[8] = {xs, ys, xs, ye, xe, ye, xe, ys};
+  from_polygon(xy, 4, h, w, out);
+}
+
+void to_string(const uint32_t* cnts, size_t m, std::string& out) {
+  out.clear();
+  out.reserve(m * 2);
+  for (size_t i = 0; i < m; ++i) {
+    int64_t x = cnts[i];
+    if (i > 2) x -= static_cast<int64_t>(cnts[i - 2]);
+    bool more = true;
+    while (more) {
+      int c = static_cast<int>(x & 0x1f);
+      x >>= 5;
+      more = (c & 0x10) ? x != -1 : x != 0;
+      if (more) c |= 0x20;
+      out.push_back(static_cast<char>(c + 48));
+    }
+  }
+}
+
+std::string to_string(const uint32_t* cnts, size_t m) {
+  std::string s;
+  to_string(cnts, m, s);
+  return s;
+}
+
+void from_string(const char* s, size_t len, Counts& out) {
+  out.clear();
+  size_t p = 0;
+  while (p < len && s[p]) {
+    int64_t x = 0;
+    int k = 0;
+    bool more = true;
+    while (more && p < len) {
+      const int c = static_cast<int>(static_cast<signed char>(s[p])) - 48;
+      x |= static_cast<int64_t>(c & 0x1f) << (5 * k);
+      more = (c & 0x20) != 0;
+      ++p;
+      ++k;
+      if (!more && (c & 0x10)) x |= static_cast<int64_t>(-1) * (int64_t{1} << (5 * k));
+    }
+    if (out.size() > 2) x += static_cast<int64_t>(out[out.size() - 2]);
+    out.push_back(static_cast<uint32_t>(x));
+  }
+}
+
+double box_iou(const double* D, const double* G, bool crowd) {
+  const double w = std::fmin(D[2] + D[0], G[2] + G[0]) - std::fmax(D[0], G[0]);
+  if (w <= 0) return 0;
+  const double h = std::fmin(D[3] + D[1], G[3] + G[1]) - std::fmax(D[1], G[1]);
+  if (h <= 0) return 0;
+  const double i = w * h;
+  const double da = D[2] * D[3];
+  const double u = crowd ? da : da + G[2] * G[3] - i;
+  return i / u;
+}
+
+double mask_iou(const View& d, const View& g, const double* dbb, const double* gbb, bool crowd) {
+  if (!(box_iou(dbb, gbb, false) > 0)) return 0;
+  if (d.h != g.h || d.w != g.w) return -1;
+  uint32_t ca = d.m ? d.cnts[0] : 0, cb = g.m ? g.cnts[0] : 0;
+  size_t a = 1, b = 1;
+  bool va = false, vb = false;
+  uint32_t inter = 0, uni = 0;
+  bool more = true;
+  while (more) {
+    const uint32_t c = std::min(ca, cb);
+    if (va || vb) {
+      uni += c;
+      if (va && vb) inter += c;
+    }
+    ca -= c;
+    if (!ca && a < d.m) {
+      ca = d.cnts[a++];
+      va = !va;
+    }
+    cb -= c;
+    if (!cb && b < g.m) {
+      cb = g.cnts[b++];
+      vb = !vb;
+    }
+    more = (static_cast<uint64_t>(ca) + cb) > 0;
+  }
+  if (inter == 0)
+    uni = 1;
+  else if (crowd)
+    uni = static_cast<uint32_t>(area(d));
+  return static_cast<double>(inter) / static_cast<double>(uni);
+}
+
+}  // namespace rle
+}  // namespace yoloseg
+
+// ---------------------------------------------------------------------------------------------
+// Bindings. RLEs cross the boundary as {"size": [h, w], "counts": str | bytes | list[int]}.
+namespace py = pybind11;
+namespace R = yoloseg::rle;
+
+namespace {
+
+struct OwnedRle {
+  uint64_t h = 0, w = 0;
+  R::Counts cnts;
+  R::View view() const { return R::View{h, w, cnts.data(), cnts.size()}; }
+};
+
+OwnedRle rle_from_py(py::handle obj) {
+  if (!py::isinstance<py::dict>(obj))
+    throw py::value_error("an RLE must be a dict with 'size' and 'counts'");
+  py::dict d = py::reinterpret_borrow<py::dict>(obj);
+  if (!d.contains("size") || !d.contains("counts"))
+    throw py::value_error("an RLE must be a dict with 'size' and 'counts'");
+  OwnedRle r;
+  py::sequence size = py::reinterpret_borrow<py::sequence>(d["size"]);
+  if (py::len(size) != 2) throw py::value_error("RLE 'size' must be [h, w]");
+  const int64_t h = size[0].cast<int64_t>(), w = size[1].cast<int64_t>();
+  if (h < 0 || w < 0) throw py::value_error("RLE 'size' must be non-negative");
+  r.h = static_cast<uint64_t>(h);
+  r.w = static_cast<uint64_t>(w);
+  py::object counts = d["counts"];
+  if (py::isinstance<py::str>(counts)) {
+    std::string s = counts.cast<std::string>();
+    R::from_string(s.data(), s.size(), r.cnts);
+  } else if (py::isinstance<py::bytes>(counts)) {
+    std::string s = counts.cast<std::string>();
+    R::from_string(s.data(), s.size(), r.cnts);
+  } else {
+    for (auto c : counts) {
+      const int64_t v = c.cast<int64_t>();
+      if (v < 0 || v > UINT32_MAX) throw py::value_error("RLE counts must be in [0, 2**32)");
+      r.cnts.push_back(static_cast<uint32_t>(v));
+    }
+  }
+  return r;
+}
+
+std::vector<OwnedRle> rles_from_py(py::handle objs) {
+  std::vector<OwnedRle> out;
+  for (auto o : objs) out.push_back(rle_from_py(o));
+  return out;
+}
+
+py::dict rle_to_py(uint64_t h, uint64_t w, const R::Counts& cnts) {
+  py::dict d;
+  py::list size;
+  size.append(h);
+  size.append(w);
+  d["size"] = size;
+  d["counts"] = py::str(R::to_string(cnts.data(), cnts.size()));
+  return d;
+}
+
+py::list encode_masks(py::array_t<uint8_t> masks) {
+  if (masks.ndim() != 3) throw py::value_error("masks must have shape (N, H, W)");
+  const auto n = masks.shape(0), h = masks.shape(1), w = masks.shape(2);
+  const auto sn = masks.strides(0), sy = masks.strides(1), sx = masks.strides(2);
+  const uint8_t* base = masks.data();
+  std::vector<std::string> strs(static_cast<size_t>(n));
+  {
+    py::gil_scoped_release nogil;
+    R::Counts cnts;
+    for (py::ssize_t i = 0; i < n; ++i) {
+      R::encode_strided(base + i * sn, h, w, sy, sx, cnts);
+      R::to_string(cnts.data(), cnts.size(), strs[i]);
+    }
+  }
+  py::list out;
+  for (auto& s : strs) {
+    py::dict d;
+    py::list size;
+    size.append(h);
+    size.append(w);
+    d["size"] = size;
+    d["counts"] = py::str(s);
+    out.append(d);
+  }
+  return out;
+}
+
+py::array_t<uint8_t> decode_masks(py::handle objs) {
+  auto rles = rles_from_py(objs);
+  uint64_t h = rles.empty() ? 0 : rles[0].h, w = rles.empty() ? 0 : rles[0].w;
+  for (auto& r : rles)
+    if (r.h != h || r.w != w) throw py::value_error("RLEs to decode together must share one size");
+  py::array_t<uint8_t> out({static_cast<py::ssize_t>(rles.size()), static_cast<py::ssize_t>(h),
+                            static_cast<py::ssize_t>(w)});
+  uint8_t* dst = out.mutable_data();
+  std::vector<uint8_t> col(h * w);
+  for (size_t i = 0; i < rles.size(); ++i) {
+    if (!R::decode_colmajor(rles[i].view(), col.data()))
+      throw py::value_error("RLE counts add up to more than h*w");
+    uint8_t* m = dst + i * h * w;
+    for (uint64_t x = 0; x < w; ++x)
+      for (uint64_t y = 0; y < h; ++y) m[y * w + x] = col[x * h + y];
+  }
+  return out;
+}
+
+py::array_t<int64_t> area_of(py::handle objs) {
+  auto rles = rles_from_py(objs);
+  py::array_t<int64_t> out(static_cast<py::ssize_t>(rles.size()));
+  for (size_t i = 0; i < rles.size(); ++i)
+    out.mutable_data()[i] = static_cast<int64_t>(R::area(rles[i].view()));
+  return out;
+}
+
+py::array_t<double> bbox_of(py::handle objs) {
+  auto rles = rles_from_py(objs);
+  py::array_t<double> out({static_cast<py::ssize_t>(rles.size()), py::ssize_t{4}});
+  for (size_t i = 0; i < rles.size(); ++i) R::to_bbox(rles[i].view(), out.mutable_data() + 4 * i);
+  return out;
+}
+
+py::dict merge_rles(py::handle objs, bool intersect) {
+  auto rles = rles_from_py(objs);
+  std::vector<R::View> views;
+  for (auto& r : rles) views.push_back(r.view());
+  uint64_t h, w;
+  R::Counts cnts;
+  R::merge(views, intersect, h, w, cnts);
+  return rle_to_py(h, w, cnts);
+}
+
+// Each polygon is a flat float64 array [x0, y0, x1, y1, ...]; returns one RLE per polygon.
+py::list polygons_to_rles(py::list polys, uint64_t h, uint64_t w) {
+  py::list out;
+  R::Counts cnts;
+  for (auto p : polys) {
+    auto arr = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(p);
+    if (!arr) throw py::value_error("a polygon must be a flat sequence of numbers");
+    const size_t k = static_cast<size_t>(arr.size()) / 2;
+    for (py::ssize_t i = 0; i < static_cast<py::ssize_t>(2 * k); ++i) {
+      const double v = arr.data()[i];
+      if (!std::isfinite(v) || std::fabs(v) > 1e8)
+        throw py::value_error("polygon coordinates must be finite numbers below 1e8 in magnitude");
+    }
+    R::from_polygon(arr.data(), k, h, w, cnts);
+    out.append(rle_to_py(h, w, cnts));
+  }
+  return out;
+}
+
+py::list boxes_to_rles(py::array_t<double, py::array::c_style | py::array::forcecast> boxes,
+                       uint64_t h, uint64_t w) {
+  if (boxes.ndim() != 2 || boxes.shape(1) != 4) throw py::value_error("boxes must be (N, 4)");
+  py::list out;
+  R::Counts cnts;
+  for (py::ssize_t i = 0; i < boxes.shape(0); ++i) {
+    R::from_bbox(boxes.data() + 4 * i, h, w, cnts);
+    out.append(rle_to_py(h, w, cnts));
+  }
+  return out;
+}
+
+py::array_t<double> iou_rles(py::handle dt, py::handle gt, py::array_t<uint8_t> crowd) {
+  auto d = rles_from_py(dt), g = rles_from_py(gt);
+  if (static_cast<size_t>(crowd.size()) != g.size())
+    throw py::value_error("iscrowd must have one entry per ground-truth mask");
+  py::array_t<double> out({static_cast<py::ssize_t>(d.size()), static_cast<py::ssize_t>(g.size())});
+  std::vector<double> db(4 * d.size()), gb(4 * g.size());
+  for (size_t i = 0; i < d.size(); ++i) R::to_bbox(d[i].view(), &db[4 * i]);
+  for (size_t j = 0; j < g.size(); ++j) R::to_bbox(g[j].view(), &gb[4 * j]);
+  double* o = out.mutable_data();
+  for (size_t i = 0; i < d.size(); ++i)
+    for (size_t j = 0; j < g.size(); ++j)
+      o[i * g.size() + j] =
+          R::mask_iou(d[i].view(), g[j].view(), &db[4 * i], &gb[4 * j], crowd.data()[j] != 0);
+  return out;
+}
+
+py::array_t<double> iou_boxes(py::array_t<double, py::array::c_style | py::array::forcecast> dt,
+                              py::array_t<double, py::array::c_style | py::array::forcecast> gt,
+                              py::array_t<uint8_t> crowd) {
+  if (dt.ndim() != 2 || dt.shape(1) != 4 || gt.ndim() != 2 || gt.shape(1) != 4)
+    throw py::value_error("boxes must be (N, 4)");
+  const size_t nd = dt.shape(0), ng = gt.shape(0);
+  if (static_cast<size_t>(crowd.size()) != ng)
+    throw py::value_error("iscrowd must have one entry per ground-truth box");
+  py::array_t<double> out({static_cast<py::ssize_t>(nd), static_cast<py::ssize_t>(ng)});
+  double* o = out.mutable_data();
+  for (size_t i = 0; i < nd; ++i)
+    for (size_t j = 0; j < ng; ++j)
+      o[i * ng + j] = R::box_iou(dt.data() + 4 * i, gt.data() + 4 * j, crowd.data()[j] != 0);
+  return out;
+}
+
+py::list counts_of(py::handle objs) {
+  py::list out;
+  for (auto& r : rles_from_py(objs)) {
+    py::list c;
+    for (auto v : r.cnts) c.append(v);
+    out.append(c);
+  }
+  return out;
+}
+
+void init_rle(py::module_& m) {
+  m.def("rle_encode", &encode_masks, "(N,H,W) uint8 masks -> list of compressed RLE dicts");
+  m.def("rle_decode", &decode_masks, "list of RLE dicts (one size) -> (N,H,W) uint8");
+  m.def("rle_area", &area_of, "list of RLE dicts -> int64 pixel counts");
+  m.def("rle_to_bbox", &bbox_of, "list of RLE dicts -> (N,4) float64 [x,y,w,h]");
+  m.def("rle_merge", &merge_rles, py::arg("rles"), py::arg("intersect") = false);
+  m.def("rle_from_polygons", &polygons_to_rles, "polygons -> one RLE dict per polygon");
+  m.def("rle_from_boxes", &boxes_to_rles, "(N,4) boxes -> RLE dicts");
+  m.def("rle_iou", &iou_rles, "RLE IoU (D,G) with the crowd rule");
+  m.def("box_iou_xywh", &iou_boxes, "box IoU (D,G) of [x,y,w,h] boxes with the crowd rule");
+  m.def("rle_counts", &counts_of, "RLE dicts -> uncompressed counts lists");
+}
+
+static yoloseg::Registrar reg("rle", init_rle);
+
+}  // namespace
