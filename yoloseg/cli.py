@@ -162,17 +162,21 @@ def _overrides(ctx: click.Context, words, mode: str) -> dict:
 
 
 def _prepare(ctx, words, mode):
-    """Validate the overrides once; returns (validated cfg, the user-given keys with validated values)."""
+    """Validate the overrides once.
+
+    Returns (validated cfg, task name or None when the user named none, the user-given keys with their
+    validated values). Without a task word or task=, the model decides (checkpoint metadata, config name).
+    """
     from yoloseg.cfg import get_cfg
     from yoloseg.tasks import get_task
 
     over = _overrides(ctx, words, mode)
     cfg = get_cfg({**over, "mode": mode})
-    task = get_task(cfg.task)
-    if "model" not in over and task.default_model:
+    task = get_task(cfg.task) if "task" in over else None
+    if task is not None and "model" not in over and task.default_model:
         cfg.model = task.default_model
-    given = {k: getattr(cfg, k) for k in over if k not in ("model",)}
-    return cfg, task, given
+    given = {k: getattr(cfg, k) for k in over if k not in ("model", "task")}
+    return cfg, (task.name if task else None), given
 
 
 def _run(ctx: click.Context, mode: str, words) -> None:
@@ -184,8 +188,7 @@ def _run(ctx: click.Context, mode: str, words) -> None:
             given.setdefault("save", True)  # the command line saves annotated outputs unless save=false
         from yoloseg.engine.model import YOLO
 
-        given.pop("task", None)
-        model = YOLO(cfg.model, task=task.name)
+        model = YOLO(cfg.model, task=task)
         if mode == "train":
             model.train(**given)
         elif mode == "val":
@@ -234,7 +237,7 @@ def info_cmd(ctx, words):
         from yoloseg.engine.model import YOLO
 
         imgsz = cfg.imgsz if isinstance(cfg.imgsz, int) else max(cfg.imgsz)
-        YOLO(cfg.model, task=task.name).info(imgsz=imgsz, verbose=True)
+        YOLO(cfg.model, task=task).info(imgsz=imgsz, verbose=True)
 
 
 @cli.command("plugins", short_help="List installed tasks and the distribution providing each.")

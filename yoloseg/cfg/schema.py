@@ -280,3 +280,24 @@ def render_markdown() -> str:
                 out.append(f"| `{s.key}` | `{default}` | {s.describe().replace('|', '&#124;')} | {s.help} |")
         out.append("")
     return "\n".join(out)
+
+
+_DOC_BEGIN = "<!-- generated from yoloseg/cfg/schema.py: do not edit by hand -->"
+_DOC_END = "<!-- end of generated settings -->"
+
+
+def write_generated() -> list[str]:
+    """Rewrite default.yaml and, in a source checkout, the settings section of docs/cli.md from the schema."""
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    written = [here / "default.yaml"]
+    written[0].write_text(render_default_yaml(), encoding="utf-8")
+    doc = here.parents[1] / "docs" / "cli.md"
+    if doc.is_file():
+        text = doc.read_text(encoding="utf-8")
+        head, sep, rest = text.partition(_DOC_BEGIN)
+        tail = rest.partition(_DOC_END)[2] if sep else ""
+        doc.write_text(f"{head}{_DOC_BEGIN}\n\n{render_markdown()}\n{_DOC_END}{tail}", encoding="utf-8")
+        written.append(doc)
+    return [str(p) for p in written]

@@ -98,7 +98,17 @@ class YOLO:
 
         if not Path(path).is_file():
             raise FileNotFoundError(f"model file {path!r} not found")
-        model, meta = load_checkpoint(path)
+        if task is not None:
+            get_task(task)  # registers the task's layer types before the checkpoint's model is rebuilt
+        try:
+            model, meta = load_checkpoint(path)
+        except ValueError as e:
+            if "unknown layer type" not in str(e):
+                raise
+            from yoloseg.tasks.registry import default_registry
+
+            default_registry().load_all()  # a plugin task may provide the missing layer type
+            model, meta = load_checkpoint(path)
         self.model, self.meta, self.ckpt_path, self.model_name = model, dict(meta), str(path), str(path)
         self._task = get_task(task or meta.get("task") or "segment")
         args = meta.get("train_args") or {}
