@@ -154,31 +154,49 @@ def _clip_rect(poly: np.ndarray, w: float, h: float) -> np.ndarray:
     return _clip_plane(poly, 1, float(h), True)
 
 
-def _to_fixed(pts: np.ndarray, ratio: int) -> np.ndarray:
-    # edge-convention pixels -> pixel-centre coordinates of the 1/ratio grid, 4 fractional bits
-    return np.round((pts / ratio - 0.5) * 16).astype(np.int32)
+def _instance_tiles(polys: Polygons, shape, ratio: int):
+    """Yield ``(i, y0, x0, tile)`` per polygon: a bool tile of the 1/ratio grid at (y0, x0).
+
+    Each polygon is filled at full resolution (pixel ``i`` counts when its centre ``i + 0.5`` is inside),
+    inside its own bounding box only, then averaged over ratio x ratio blocks; a mask pixel is set when
+    at least half of it is covered.
+    """
+    H, W = int(shape[0]), int(shape[1])
+    h, w = H // ratio, W // ratio
+    for i, (a, b) in enumerate(zip(polys.offs[:-1], polys.offs[1:])):
+        p = polys.pts[a:b]
+        x0 = max(int(np.floor(p[:, 0].min() / ratio)), 0)
+        y0 = max(int(np.floor(p[:, 1].min() / ratio)), 0)
+        x1 = min(int(np.ceil(p[:, 0].max() / ratio)), w)
+        y1 = min(int(np.ceil(p[:, 1].max() / ratio)), h)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        full = np.zeros(((y1 - y0) * ratio, (x1 - x0) * ratio), np.uint8)
+        fixed = np.round((p - (x0 * ratio + 0.5, y0 * ratio + 0.5)) * 16).astype(np.int32)
+        cv2.fillPoly(full, [fixed], 255, lineType=cv2.LINE_8, shift=4)
+        if ratio > 1:
+            small = cv2.resize(full, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA) >= 128
+        else:
+            small = full > 0
+        yield i, y0, x0, small
 
 
 def rasterize(polys: Polygons, shape, ratio: int = 4) -> np.ndarray:
     """(n, H/ratio, W/ratio) uint8 binary masks, one per polygon; ``shape`` is the image (H, W)."""
-    h, w = shape[0] // ratio, shape[1] // ratio
-    out = np.zeros((len(polys), h, w), np.uint8)
-    fixed = _to_fixed(polys.pts, ratio)
-    for i, (a, b) in enumerate(zip(polys.offs[:-1], polys.offs[1:])):
-        cv2.fillPoly(out[i], [fixed[a:b]], 1, lineType=cv2.LINE_8, shift=4)
+    out = np.zeros((len(polys), shape[0] // ratio, shape[1] // ratio), np.uint8)
+    for i, y0, x0, tile in _instance_tiles(polys, shape, ratio):
+        out[i, y0 : y0 + tile.shape[0], x0 : x0 + tile.shape[1]] = tile
     return out
 
 
-def rasterize_overlap(polys: Polygons, shape, ratio: int = 4, order=None) -> np.ndarray:
-    """One (H/ratio, W/ratio) int32 map: pixel value ``k+1`` belongs to polygon ``order[k]``, 0 background.
+def rasterize_overlap(polys: Polygons, shape, ratio: int = 4) -> np.ndarray:
+    """One (H/ratio, W/ratio) int32 map: pixel value ``k+1`` belongs to polygon ``k``, 0 background.
 
-    Polygons are painted in ``order`` (default: input order), so later ones win where they overlap.
-    int32 values never overflow, whatever the instance count.
+    Polygons are painted in order, so later ones win where they overlap. int32 values never overflow,
+    whatever the instance count.
     """
-    h, w = shape[0] // ratio, shape[1] // ratio
-    out = np.zeros((h, w), np.int32)
-    fixed = _to_fixed(polys.pts, ratio)
-    order = range(len(polys)) if order is None else order
-    for k, i in enumerate(order):
-        cv2.fillPoly(out, [fixed[polys.offs[i] : polys.offs[i + 1]]], k + 1, lineType=cv2.LINE_8, shift=4)
+    out = np.zeros((shape[0] // ratio, shape[1] // ratio), np.int32)
+    for i, y0, x0, tile in _instance_tiles(polys, shape, ratio):
+        region = out[y0 : y0 + tile.shape[0], x0 : x0 + tile.shape[1]]
+        region[tile] = i + 1
     return out

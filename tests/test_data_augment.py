@@ -1,0 +1,152 @@
+"""Augmentations keep polygons, boxes and masks consistent with the pixels.
+
+The oracle is the image itself: shapes are drawn in pure colours, the image is warped by OpenCV, and the
+returned boxes and masks must match where those colours ended up.
+"""
+
+import cv2
+import numpy as np
+import pytest
+
+from yoloseg.data.augment import copy_paste_flip, format_sample, letterbox_sample, mixup, random_flip
+from yoloseg.data.augment_polygons import Polygons, rasterize
+from yoloseg.data.dataset import SegmentDataset
+
+# BGR colour of each class: red, green, blue, yellow
+COLOURS = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255)]
+
+
+def _sample(img, polys_px, cls):
+    return {"img": img, "cls": np.asarray(cls, np.int64), "polys": Polygons.from_list(polys_px)}
+
+
+def test_clip_is_exact():
+    # square 0..10 half outside a 5-wide window; triangle with one vertex outside
+    sq = np.array([[0, 0], [10, 0], [10, 10], [0, 10]], np.float32)
+    tri = np.array([[2, 2], [14, 2], [2, 8]], np.float32)  # area 36; the part x > 8 is the triangle (8,2),(14,2),(8,5) of area 9
+    gone = np.array([[20, 20], [30, 20], [30, 30]], np.float32)
+    p, keep = Polygons.from_list([sq, tri, gone]).clip(8, 10)
+    assert keep.tolist() == [0, 1]
+    np.testing.assert_allclose(p.areas(), [80.0, 27.0], rtol=1e-5)
+    np.testing.assert_allclose(p.boxes(), [[0, 0, 8, 10], [2, 2, 8, 8]], atol=1e-5)
+
+
+def test_flip_maps_known_rectangle():
+    img = np.zeros((100, 200, 3), np.uint8)
+    rect = np.array([[20, 20], [60, 20], [60, 50], [20, 50]], np.float32)  # x 0.1..0.3, y 0.2..0.5
+    s = random_flip(_sample(img, [rect], [0]), np.random.default_rng(0), p_lr=1.0, p_ud=1.0)
+    out = format_sample(s, mask_ratio=4)
+    # lr: x -> 200 - x => 140..180 ; ud: y -> 100 - y => 50..80
+    np.testing.assert_allclose(out["bboxes"][0].numpy(), [160 / 200, 65 / 100, 40 / 200, 30 / 100], atol=1e-6)
+
+
+def test_letterbox_maps_known_rectangle():
+    img = np.zeros((100, 200, 3), np.uint8)
+    rect = np.array([[20, 20], [60, 20], [60, 50], [20, 50]], np.float32)
+    s = letterbox_sample(_sample(img, [rect], [0]), 320)
+    # scale 1.6 -> 320x160, padded 80 px top and bottom
+    assert s["img"].shape == (320, 320, 3)
+    np.testing.assert_allclose(s["polys"].boxes()[0], [32, 112, 96, 160], atol=1e-4)
+    assert (s["img"][:80] == 114).all() and (s["img"][240:] == 114).all()
+
+
+def test_masks_follow_polygons_and_stay_inside_boxes():
+    img = np.zeros((256, 256, 3), np.uint8)
+    tri = np.array([[30, 30], [226, 50], [80, 222]], np.float32)
+    s = format_sample(_sample(img, [tri], [0]), mask_ratio=4, overlap_mask=False)
+    m = s["masks"][0].numpy()
+    assert m.shape == (64, 64)
+    ys, xs = np.nonzero(m)
+    assert xs.min() >= 30 / 4 - 1 and xs.max() <= 226 / 4 and ys.min() >= 30 / 4 - 1 and ys.max() <= 222 / 4
+    # oracle: pixel coverage of the triangle drawn at full resolution, averaged over 4x4 blocks
+    full = np.zeros((256, 256), np.uint8)
+    cv2.fillPoly(full, [np.round((tri - 0.5) * 16).astype(np.int32)], 1, shift=4)
+    ref = cv2.resize(full.astype(np.float32), (64, 64), interpolation=cv2.INTER_AREA) > 0.5
+    assert (m.astype(bool) & ref).sum() / (m.astype(bool) | ref).sum() > 0.9
+
+
+def test_copy_paste_flip_pastes_mirrored_pixels():
+    img = np.zeros((60, 100, 3), np.uint8)
+    rect = np.array([[10, 10], [30, 10], [30, 40], [10, 40]], np.float32)
+    cv2.rectangle(img, (10, 10), (29, 39), (0, 0, 255), -1)
+    s = copy_paste_flip(_sample(img, [rect], [3]), np.random.default_rng(0), p=1.0)
+    assert s["cls"].tolist() == [3, 3]
+    np.testing.assert_allclose(s["polys"].boxes()[1], [70, 10, 90, 40])
+    assert (s["img"][10:40, 70:90] == (0, 0, 255)).all()
+    assert (s["img"][10:40, 10:30] == (0, 0, 255)).all()
+
+
+def test_mixup_keeps_both_label_sets():
+    a = _sample(np.full((32, 32, 3), 200, np.uint8), [np.array([[1, 1], [9, 1], [5, 9]], np.float32)], [0])
+    b = _sample(np.zeros((32, 32, 3), np.uint8), [np.array([[10, 10], [20, 10], [15, 20]], np.float32)] * 2, [1, 2])
+    out = mixup(a, b, np.random.default_rng(0))
+    assert out["cls"].tolist() == [0, 1, 2] and len(out["polys"]) == 3
+    assert 60 < out["img"].mean() < 140
+
+
+@pytest.fixture
+def colour_set(tmp_path):
+    """4 images, each with one pure-colour convex shape of class = colour index, on black."""
+    rng = np.random.default_rng(3)
+    root = tmp_path / "colours"
+    (root / "images" / "train").mkdir(parents=True)
+    (root / "labels" / "train").mkdir(parents=True)
+    for i in range(4):
+        h, w = (120, 160) if i % 2 else (160, 120)
+        img = np.zeros((h, w, 3), np.uint8)
+        cx, cy = w / 2 + rng.uniform(-10, 10), h / 2 + rng.uniform(-10, 10)
+        if i in (1, 3):
+            a = rng.uniform(0, np.pi)
+            pts = np.array([[np.cos(a + k * np.pi / 2), np.sin(a + k * np.pi / 2)] for k in range(4)]) * 35
+        else:
+            pts = np.array([[np.cos(a), np.sin(a)] for a in rng.uniform(0, 2 * np.pi, 1) + [0, 2.2, 4.2]]) * 40
+        poly = pts + [cx, cy]
+        cv2.fillPoly(img, [np.round((poly - 0.5) * 16).astype(np.int32)], COLOURS[i], shift=4)
+        cv2.imwrite(str(root / "images" / "train" / f"{i}.png"), img)
+        norm = (poly / [w, h]).reshape(-1)
+        (root / "labels" / "train" / f"{i}.txt").write_text(f"{i} " + " ".join(f"{v:.6f}" for v in norm) + "\n")
+    return root
+
+
+def _colour_masks(img_rgb, cls):
+    bgr = img_rgb[:, :, ::-1].astype(int)
+    want = np.array(COLOURS[cls])
+    hi, lo = want > 0, want == 0
+    return (bgr[:, :, hi] > 150).all(2) & (bgr[:, :, lo] < 90).all(2)
+
+
+@pytest.mark.parametrize("mosaic", [1.0, 0.0])
+def test_train_pipeline_boxes_and_masks_match_pixels(colour_set, mosaic):
+    hyp = dict(mosaic=mosaic, degrees=25.0, shear=4.0, perspective=0.0004, scale=0.4, translate=0.1,
+               fliplr=0.5, flipud=0.5, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0)
+    ds = SegmentDataset(colour_set / "images" / "train", {"names": {i: str(i) for i in range(4)}}, imgsz=256,
+                        augment=True, hyp=hyp, label_cache=False)
+    checked = 0
+    for key in [(i % 4, e, True) for e in range(4) for i in range(4)]:
+        s = ds[key]
+        img = s["img"].numpy().transpose(1, 2, 0)
+        masks, cls, boxes = s["masks"].numpy(), s["cls"].numpy()[:, 0].astype(int), s["bboxes"].numpy()
+        assert masks.dtype == np.int32 and masks.shape == (64, 64)
+        assert masks.max() <= len(cls)
+        for c in np.unique(cls):
+            pix = _colour_masks(img, c)
+            n_comp, comp, stats, _ = cv2.connectedComponentsWithStats(pix.astype(np.uint8))
+            comp_boxes = [stats[j, :4] for j in range(1, n_comp) if stats[j, 4] > 12]
+            for k in np.flatnonzero(cls == c):
+                x, y, bw, bh = boxes[k] * 256
+                box = np.array([x - bw / 2, y - bh / 2, x + bw / 2, y + bh / 2])
+                # the box matches the bounding box of one blob of this colour
+                errs = [np.abs(box - [cx, cy, cx + cw, cy + ch]).max() for cx, cy, cw, ch in comp_boxes]
+                assert errs and min(errs) <= 2.5, (key, c, box, comp_boxes)
+                # the instance's mask pixels lie inside its box (1 mask pixel of slack)
+                ys, xs = np.nonzero(masks == k + 1)
+                if len(xs):
+                    assert xs.min() >= box[0] / 4 - 1.01 and xs.max() <= box[2] / 4 + 0.01
+                    assert ys.min() >= box[1] / 4 - 1.01 and ys.max() <= box[3] / 4 + 0.01
+                checked += 1
+            # the union of this class's masks covers the same pixels as the colour (at 1/4)
+            ref = cv2.resize(pix.astype(np.float32), (64, 64), interpolation=cv2.INTER_AREA) > 0.5
+            got = np.isin(masks, np.flatnonzero(cls == c) + 1)
+            if ref.sum() > 20:
+                assert (ref & got).sum() / (ref | got).sum() > 0.8, (key, c)
+    assert checked >= 16
