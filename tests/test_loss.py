@@ -48,9 +48,8 @@ def _batch(arrays, case):
 
 
 def _loss(meta, overlap, **hyp):
-    return SegmentationLoss.from_params(
-        meta["nc"], meta["stride"], reg_max=meta["reg_max"], nm=meta["nm"], hyp={**meta["hyp"], "overlap_mask": overlap, **hyp}
-    )
+    hyp = {**meta["hyp"], "overlap_mask": overlap, **hyp}
+    return SegmentationLoss.from_params(meta["nc"], meta["stride"], reg_max=meta["reg_max"], nm=meta["nm"], hyp=hyp)
 
 
 def _rel(a, b):
@@ -270,10 +269,11 @@ def _dense_mask_loss(fg, gt_index, boxes_px, masks, overlap, bidx, protos, coeff
             gt = (masks[i] == k + 1) if overlap else masks[bidx == i][k].bool()
             logits = torch.einsum("c,chw->hw", coeffs[i, :, a], protos[i])
             bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, gt.to(logits.dtype), reduction="none")
-            x1, y1, x2, y2 = (boxes_px[i, a] / imgsz.repeat(2) * torch.tensor([w, h, w, h], dtype=boxes_px.dtype)).tolist()
+            box_n = boxes_px[i, a] / imgsz.repeat(2)  # fractions of the image width, height
+            x1, y1, x2, y2 = (box_n * torch.tensor([w, h, w, h], dtype=box_n.dtype)).tolist()
             cols, rows = torch.arange(w, dtype=logits.dtype), torch.arange(h, dtype=logits.dtype)
             inside = ((cols >= x1) & (cols < x2))[None, :] & ((rows >= y1) & (rows < y2))[:, None]
-            bw, bh = (boxes_px[i, a, 2] - boxes_px[i, a, 0]) / imgsz[0], (boxes_px[i, a, 3] - boxes_px[i, a, 1]) / imgsz[1]
+            bw, bh = box_n[2] - box_n[0], box_n[3] - box_n[1]
             total = total + (bce * inside).mean() / (bw * bh)
     return total / fg.sum()
 
@@ -287,7 +287,13 @@ def test_windowed_mask_loss_matches_dense_reference(overlap):
     coeffs = torch.randn(bs, nm, n_anchors, generator=gen, dtype=torch.float64, requires_grad=True)
     # instance boxes with fractional edges, one sticking out of the image, one thinner than a mask pixel
     inst_boxes = torch.tensor(
-        [[3.3, 2.0, 30.7, 20.1], [20.0, 10.5, 70.0, 60.0], [8.0, 30.0, 9.5, 40.0], [0.0, 0.0, 64.0, 48.0], [40.2, 5.1, 52.9, 33.3]],
+        [
+            [3.3, 2.0, 30.7, 20.1],
+            [20.0, 10.5, 70.0, 60.0],
+            [8.0, 30.0, 9.5, 40.0],
+            [0.0, 0.0, 64.0, 48.0],
+            [40.2, 5.1, 52.9, 33.3],
+        ],
         dtype=torch.float64,
     )
     fg = torch.rand(bs, n_anchors, generator=gen) < 0.5
@@ -308,3 +314,41 @@ def test_windowed_mask_loss_matches_dense_reference(overlap):
     assert torch.allclose(got, want, rtol=1e-10)
     assert torch.allclose(g_p, w_p, rtol=1e-9, atol=1e-12)
     assert torch.allclose(g_c, w_c, rtol=1e-9, atol=1e-12)
+
+
+def test_half_precision_inputs_give_float32_mask_loss(fixture):
+    meta, arrays = fixture
+    feats, coeffs, protos = _preds(arrays)
+    coeffs16 = coeffs.half().requires_grad_(True)
+    protos16 = protos.half().requires_grad_(True)
+    ref = meta["cases"]["overlap"]["items"]
+    _, items = _loss(meta, True)((feats, coeffs16, protos16), _batch(arrays, "overlap"))
+    # the fixture tensors are float16-exact, so the mask term is unchanged
+    assert _rel(items[1], ref[1]) <= REL_TOL
+    total, _ = _loss(meta, True)((feats, coeffs16, protos16), _batch(arrays, "overlap"))
+    total.backward()
+    assert coeffs16.grad.dtype == torch.float16 and torch.isfinite(protos16.grad).all()
+
+
+def test_with_the_yoloseg_model():
+    from yoloseg.nn import SegmentationModel
+
+    torch.manual_seed(0)
+    model = SegmentationModel("yolo11n-seg.yaml", nc=3)
+    model.train()
+    preds = model(torch.rand(2, 3, 128, 160))
+    masks = torch.zeros(2, 32, 40, dtype=torch.int32)
+    masks[0, 10:20, 10:30] = 1
+    masks[0, 5:12, 5:12] = 2
+    masks[1, 5:25, 10:35] = 1
+    batch = {
+        "batch_idx": torch.tensor([0.0, 0.0, 1.0]),
+        "cls": torch.tensor([[0.0], [1.0], [2.0]]),
+        "bboxes": torch.tensor([[0.5, 0.47, 0.5, 0.31], [0.26, 0.27, 0.18, 0.22], [0.56, 0.47, 0.63, 0.63]]),
+        "masks": masks,
+    }
+    total, items = SegmentationLoss(model)(preds, batch)
+    assert torch.isfinite(total) and (items > 0).all()
+    total.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert model.model[0].conv.weight.grad.abs().sum() > 0

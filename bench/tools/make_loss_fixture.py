@@ -143,11 +143,12 @@ def main() -> int:
     only0 = make_targets([boxes_px[0], np.zeros((0, 4), np.float32)], [classes[0], np.zeros(0)], mask_hw)
     hires = make_targets(boxes_px, classes, IMG_HW)  # masks at input resolution: protos get upsampled
 
+    nothing = make_targets([np.zeros((0, 4), np.float32)] * 2, [np.zeros(0)] * 2, mask_hw)
     cases = {
         "overlap": dict(t=full, overlap=True),
         "no_overlap": dict(t=full, overlap=False),
         "empty_image": dict(t=only0, overlap=True),
-        "no_targets": dict(t=make_targets([np.zeros((0, 4), np.float32)] * 2, [np.zeros(0)] * 2, mask_hw), overlap=True),
+        "no_targets": dict(t=nothing, overlap=True),
         "hires_masks_no_overlap": dict(t=hires, overlap=False),
         # feats times 4 (exact in float): peakier distance bins and scores, a different assignment
         "overlap_sharp": dict(t=full, overlap=True, feat_scale=4.0),

@@ -112,16 +112,13 @@ class DetectionLoss:
     def from_model(cls, model: Any, hyp: Any = None, **kwargs):
         """Read nc, stride and reg_max from the model's head; gains from ``hyp`` or else ``model.args``."""
         head = _head_of(model)
-        missing = [a for a in cls._head_fields() if not hasattr(head, a)]
+        fields = ("nc", "stride", "reg_max")
+        missing = [a for a in fields if not hasattr(head, a)]
         if missing:
             raise ValueError(f"model head {type(head).__name__} lacks {missing}")
         if hyp is None:
             hyp = getattr(model, "args", None)
-        return cls(**{a: getattr(head, a) for a in cls._head_fields()}, hyp=hyp, **kwargs)
-
-    @staticmethod
-    def _head_fields() -> tuple[str, ...]:
-        return ("nc", "stride", "reg_max")
+        return cls(**{a: getattr(head, a) for a in fields}, hyp=hyp, **kwargs)
 
     @classmethod
     def from_params(cls, nc: int, stride: Any, reg_max: int = 16, hyp: Any = None, **kwargs):
@@ -206,7 +203,7 @@ class DetectionLoss:
     # ------------------------------------------------------------------ call
     def __call__(self, preds: Any, batch: Mapping) -> tuple[torch.Tensor, torch.Tensor]:
         """``preds`` = per-level feats; returns ``(total, items (3,) box, cls, dfl)``; total = sum * batch size."""
-        feats = preds[0] if isinstance(preds, tuple) and len(preds) == 2 else preds
+        feats = preds[0] if isinstance(preds, tuple) and isinstance(preds[0], (list, tuple)) else preds
         terms, _ = self.detection_terms(list(feats), batch)
         h = self.hyp
         loss = torch.stack((terms.box * h["box"], terms.cls * h["cls"], terms.dfl * h["dfl"]))

@@ -109,6 +109,9 @@ class SegmentationLoss(DetectionLoss):
     ) -> torch.Tensor:
         """Mask loss before gain (see the module docstring). ``coeffs (B, nm, A)``, ``protos (B, nm, h, w)``."""
         bs = protos.shape[0]
+        # half-precision heads (mixed precision training): the mask loss runs in float32
+        work = torch.promote_types(torch.promote_types(protos.dtype, coeffs.dtype), torch.float32)
+        protos, coeffs = protos.to(work), coeffs.to(work)
         masks = torch.as_tensor(batch["masks"], device=protos.device)
         if masks.ndim != 3:
             raise ValueError(f"batch['masks'] must be 3-D, got shape {tuple(masks.shape)}")
