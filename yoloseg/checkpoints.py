@@ -309,14 +309,20 @@ def _check_plain(value, where: str):
     """Values must survive ``torch.load(weights_only=True)``; convert Paths/numpy scalars, refuse the rest."""
     if isinstance(value, Path):
         return str(value)
-    if isinstance(value, _PLAIN_SCALARS):
+    if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return value.item()  # numpy scalar -> Python number (np.float64 is a float subclass: check first)
+    if isinstance(value, bool) or value is None or type(value) in _PLAIN_SCALARS:
         return value
+    if isinstance(value, (torch.Tensor, torch.dtype)):
+        return value
+    for base in (str, int, float):  # subclasses (enums, ...) -> the plain type
+        if isinstance(value, base):
+            return base(value)
     if isinstance(value, dict):
         return {k: _check_plain(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_check_plain(v, f"{where}[{i}]") for i, v in enumerate(value))
-    if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-        return value.item()
+        items = [_check_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if isinstance(value, list) else tuple(items)
     raise ValueError(f"checkpoint value {where} has unsupported type {type(value).__name__} (use plain values)")
 
 
