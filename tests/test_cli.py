@@ -1,7 +1,6 @@
 """The command line: grammar, help from the schema, one-line errors, info, plugins, dispatch to the engine."""
 
 import importlib.util
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,6 @@ import yoloseg.tasks.registry as registry_module
 from yoloseg.cfg.schema import SCHEMA
 from yoloseg.cli import cli
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 HAS_EXAMPLE_PLUGIN = importlib.util.find_spec("yoloseg_example") is not None
 # Parameter counts (nc=80) as measured with Ultralytics 8.4.190 (the foundation issue).
 YOLO11S_SEG_PARAMS = "10,113,248"
