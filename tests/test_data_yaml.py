@@ -118,3 +118,15 @@ def test_synthetic_name_resolves_to_generated_set(tmp_path, monkeypatch):
     assert Path(d["yaml_file"]).parent.parent == tmp_path
     assert len(list_image_files(d["train"])) > 0 and len(list_image_files(d["val"])) > 0
     assert check_data_yaml("synthetic-shapes.yaml")["train"] == d["train"]
+    assert d["train_defaults"]["imgsz"] == 320  # the images are 320 px
+
+
+def test_packaged_yaml_with_download_resolves_into_data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("YOLOSEG_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("YOLOSEG_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="coco8-seg.zip"):
+        check_data_yaml("coco8-seg.yaml")
+    for split in ("train", "val"):
+        _img(tmp_path / "coco8-seg" / "images" / split / "a.jpg")
+    d = check_data_yaml("coco8-seg")
+    assert d["train"] == str(tmp_path / "coco8-seg" / "images" / "train") and d["nc"] == 80

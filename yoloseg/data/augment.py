@@ -222,10 +222,10 @@ def augment_hsv(img: np.ndarray, rng: np.random.Generator, hgain=0.5, sgain=0.5,
 def random_flip(sample: dict, rng: np.random.Generator, p_lr=0.5, p_ud=0.0) -> dict:
     h, w = sample["img"].shape[:2]
     if p_ud and rng.random() < p_ud:
-        sample["img"] = np.ascontiguousarray(sample["img"][::-1])
+        sample["img"] = cv2.flip(sample["img"], 0)
         sample["polys"] = sample["polys"].flip_ud(h)
     if p_lr and rng.random() < p_lr:
-        sample["img"] = np.ascontiguousarray(sample["img"][:, ::-1])
+        sample["img"] = cv2.flip(sample["img"], 1)
         sample["polys"] = sample["polys"].flip_lr(w)
     return sample
 

@@ -168,17 +168,21 @@ def check_data_yaml(path_or_name) -> dict:
     else:
         stem = Path(str(path_or_name)).name
         if stem in ("synthetic-shapes", "synthetic-shapes.yaml") and not Path(str(path_or_name)).is_file():
-            from yoloseg.data.synthetic import ensure_synthetic_shapes
+            from yoloseg.data.synthetic import ensure_synthetic_shapes, synthetic_spec
 
             yaml_file = ensure_synthetic_shapes()
+            extra = {"train_defaults": synthetic_spec().get("train_defaults") or {}}
         else:
             yaml_file = _resolve_yaml(path_or_name)
+            extra = {}
         try:
             cfg = yaml.safe_load(yaml_file.read_text()) or {}
         except yaml.YAMLError as e:
             raise ValueError(f"data YAML {yaml_file}: not valid YAML ({e})") from None
         if not isinstance(cfg, dict):
             raise ValueError(f"data YAML {yaml_file}: expected a mapping at the top level")
+        for k, v in extra.items():
+            cfg.setdefault(k, v)
         base = data_dir() if yaml_file.parent == PACKAGED_DIR else yaml_file.parent
 
     for k in ("train", "val"):
