@@ -37,19 +37,22 @@ def synthetic_spec() -> dict:
 
 
 def _background(rng: np.random.Generator, s: int) -> np.ndarray:
+    """Low-saturation texture: smooth luminance blobs, a slight colour cast, faint strokes."""
     base = rng.uniform(70, 180)
-    low = rng.normal(0, 22, size=(5, 5, 3)).astype(np.float32)
-    img = base + cv2.resize(low, (s, s), interpolation=cv2.INTER_CUBIC)
-    # faint distractor strokes: low-contrast lines and circle outlines in background colours
+    lum = rng.normal(0, 20, size=(6, 6, 1)).astype(np.float32)
+    tint = rng.normal(0, 6, size=(4, 4, 3)).astype(np.float32)
+    img = base + cv2.resize(lum, (s, s), interpolation=cv2.INTER_CUBIC)[:, :, None]
+    img = img + cv2.resize(tint, (s, s), interpolation=cv2.INTER_CUBIC)
     for _ in range(int(rng.integers(2, 7))):
-        col = tuple(float(base + rng.uniform(-30, 30)) for _ in range(3))
+        grey = float(base + rng.uniform(-35, 35))
+        col = (grey, grey, grey)
         p1 = tuple(int(v) for v in rng.integers(0, s, 2))
         if rng.random() < 0.5:
             p2 = tuple(int(v) for v in rng.integers(0, s, 2))
             cv2.line(img, p1, p2, col, int(rng.integers(1, 4)))
         else:
             cv2.circle(img, p1, int(rng.integers(8, s // 4)), col, int(rng.integers(1, 3)))
-    return img
+    return np.ascontiguousarray(img)
 
 
 def _shape_polygon(rng: np.random.Generator, cls: int, s: int) -> np.ndarray:
