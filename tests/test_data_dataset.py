@@ -160,3 +160,14 @@ def test_rect_dataset_refuses_shuffle(synthetic):
         build_dataloader(ds, 4, shuffle=True)
     batch = next(iter(build_dataloader(ds, 4, shuffle=False)))
     assert batch["img"].shape[0] == 4
+
+
+def test_single_cls_keeps_every_class_as_zero(tmp_path):
+    _write(tmp_path, "a", np.zeros((64, 64, 3), np.uint8), [_square(0.1, 0.1, 0.4, 0.4, cls=5),
+                                                             _square(0.5, 0.5, 0.9, 0.9, cls=0)], split="val")
+    # the trainer replaces names with {0: "item"} for single_cls: class 5 must still count
+    data = {"names": {0: "item"}, "val": str(tmp_path / "images" / "val")}
+    s = build_dataset(data, "val", {"imgsz": 64, "batch": 1, "single_cls": True}, rect=False)[0]
+    assert s["cls"][:, 0].tolist() == [0.0, 0.0]
+    s = build_dataset(data, "val", {"imgsz": 64, "batch": 1}, rect=False)[0]
+    assert s["cls"][:, 0].tolist() == [0.0]

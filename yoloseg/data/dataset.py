@@ -143,7 +143,8 @@ class SegmentDataset(Dataset):
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
         if fraction < 1:
             files = files[: max(1, round(len(files) * fraction))]
-        self.label_set = scan_labels(files, self.nc, cache=label_cache, prefix=prefix)
+        # single_cls: every class id becomes 0, so any id in the files is acceptable
+        self.label_set = scan_labels(files, None if single_cls else self.nc, cache=label_cache, prefix=prefix)
         ls = self.label_set
         self.im_files = list(ls.im_files)
         self.shapes = np.asarray(ls.shapes).reshape(-1, 2)

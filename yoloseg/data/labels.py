@@ -150,8 +150,11 @@ def check_image(path: str):
 # ---------------------------------------------------------------------------------------------- labels
 
 
-def parse_label_file(path: str, nc: int):
-    """Parse one label file. Returns ``(cls list, polygon list, messages, missing: bool)``."""
+def parse_label_file(path: str, nc: int | None):
+    """Parse one label file (``nc=None``: any non-negative class id is valid).
+
+    Returns ``(cls list, polygon list, messages, missing: bool)``.
+    """
     try:
         text = Path(path).read_text()
     except FileNotFoundError:
@@ -177,8 +180,9 @@ def parse_label_file(path: str, nc: int):
             continue
         seen.add(key)
         c, coords = values[0], values[1:]
-        if not (c == int(c) and 0 <= c < nc):
-            msgs.append(f"line {ln}: unknown class id {tokens[0]} (valid 0..{nc - 1}), instance dropped")
+        if not (c == int(c) and 0 <= c and (nc is None or c < nc)):
+            valid = "a non-negative integer" if nc is None else f"0..{nc - 1}"
+            msgs.append(f"line {ln}: unknown class id {tokens[0]} (valid {valid}), instance dropped")
             continue
         if len(coords) % 2:
             msgs.append(f"line {ln}: odd number of coordinates ({len(coords)}), instance dropped")
@@ -333,7 +337,7 @@ def _load_cache(path: Path, digest: str) -> LabelSet | None:
 # ---------------------------------------------------------------------------------------------- scan
 
 
-def scan_labels(im_files, nc: int, cache: bool = True, workers: int | None = None, prefix: str = "") -> LabelSet:
+def scan_labels(im_files, nc: int | None, cache: bool = True, workers: int | None = None, prefix: str = "") -> LabelSet:
     """Check ``im_files`` and their label files; use or refresh the cache; log the summary and problems."""
     im_files = list(im_files)
     if not im_files:
