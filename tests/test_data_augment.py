@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from yoloseg.data.augment import copy_paste_flip, format_sample, letterbox_sample, mixup, random_flip
+from yoloseg.data.augment import copy_paste, copy_paste_flip, format_sample, letterbox_sample, mixup, random_flip
 from yoloseg.data.augment_polygons import Polygons, rasterize
 from yoloseg.data.dataset import SegmentDataset
 
@@ -150,3 +150,38 @@ def test_train_pipeline_boxes_and_masks_match_pixels(colour_set, mosaic):
             if ref.sum() > 20:
                 assert (ref & got).sum() / (ref | got).sum() > 0.8, (key, c)
     assert checked >= 16
+
+
+def test_copy_paste_from_another_sample():
+    img = np.zeros((60, 100, 3), np.uint8)
+    src = np.zeros((60, 100, 3), np.uint8)
+    cv2.rectangle(src, (60, 20), (79, 49), (255, 0, 0), -1)
+    a = _sample(img, [np.array([[10, 10], [30, 10], [30, 40], [10, 40]], np.float32)], [0])
+    b = _sample(src, [np.array([[60, 20], [80, 20], [80, 50], [60, 50]], np.float32),
+                      np.array([[12, 12], [28, 12], [28, 38], [12, 38]], np.float32)], [2, 1])
+    out = copy_paste(a, b, np.random.default_rng(0), p=1.0)
+    # the second source instance sits on the existing one (ioa > 0.3): not eligible
+    assert out["cls"].tolist() == [0, 2]
+    assert (out["img"][20:50, 60:80] == (255, 0, 0)).all() and out["img"][:, :55].max() == 0
+
+
+@pytest.mark.parametrize("mode", ["flip", "mixup"])
+def test_copy_paste_modes_in_pipeline_keep_masks_in_boxes(colour_set, mode):
+    hyp = dict(copy_paste=1.0, copy_paste_mode=mode, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0)
+    names = {"names": {i: str(i) for i in range(4)}}
+    with_cp = SegmentDataset(colour_set / "images" / "train", names, imgsz=128, augment=True, hyp=hyp,
+                             label_cache=False)
+    without = SegmentDataset(colour_set / "images" / "train", names, imgsz=128, augment=True,
+                             hyp={**hyp, "copy_paste": 0.0}, label_cache=False)
+    more = 0
+    for key in [(i, e, True) for e in range(3) for i in range(4)]:
+        s = with_cp[key]
+        more += len(s["cls"]) - len(without[key]["cls"])
+        boxes = s["bboxes"].numpy() * 128
+        for k in range(len(s["cls"])):
+            ys, xs = np.nonzero(s["masks"].numpy() == k + 1)
+            if len(xs):
+                cx, cy, w, h = boxes[k]
+                assert xs.min() >= (cx - w / 2) / 4 - 1.01 and xs.max() <= (cx + w / 2) / 4 + 0.01
+                assert ys.min() >= (cy - h / 2) / 4 - 1.01 and ys.max() <= (cy + h / 2) / 4 + 0.01
+    assert more > 0

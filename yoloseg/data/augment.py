@@ -20,6 +20,7 @@ from yoloseg.data.augment_polygons import Polygons, rasterize, rasterize_overlap
 __all__ = [
     "PAD_VALUE",
     "augment_hsv",
+    "copy_paste",
     "copy_paste_flip",
     "format_sample",
     "letterbox_sample",
@@ -162,31 +163,45 @@ def _ioa(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
     return inter / (area1[:, None] + 1e-9)
 
 
-def copy_paste_flip(sample: dict, rng: np.random.Generator, p: float, ioa_thr: float = 0.30) -> dict:
-    """Paste mirrored copies of a random fraction ``p`` of the instances into the same image.
+def copy_paste(sample: dict, source: dict, rng: np.random.Generator, p: float, ioa_thr: float = 0.30) -> dict:
+    """Paste a random fraction ``p`` of ``source``'s instances (pixels and polygons) into ``sample``.
 
-    A mirrored instance is eligible when it covers less than ``ioa_thr`` of its box with existing boxes.
+    ``source`` has the same image size. An instance is eligible when less than ``ioa_thr`` of its box is
+    covered by the boxes already in ``sample``.
     """
-    n = len(sample["cls"])
+    n = len(source["cls"])
     if not p or not n:
         return sample
     img = sample["img"]
     h, w = img.shape[:2]
-    flipped = sample["polys"].flip_lr(w)
-    ioa = _ioa(flipped.boxes(), sample["polys"].boxes()).max(1)
-    eligible = np.flatnonzero(ioa < ioa_thr)
+    if source["img"].shape[:2] != (h, w):
+        raise ValueError(f"copy_paste: source image {source['img'].shape[:2]} differs from {(h, w)}")
+    if len(sample["cls"]):
+        ioa = _ioa(source["polys"].boxes(), sample["polys"].boxes()).max(1)
+        eligible = np.flatnonzero(ioa < ioa_thr)
+    else:
+        eligible = np.arange(n)
     k = int(round(p * len(eligible)))
     if not k:
         return sample
     chosen = np.sort(rng.choice(eligible, size=k, replace=False))
-    chosen_polys = flipped.subset(chosen)
+    chosen_polys = source["polys"].subset(chosen)
     mask = rasterize(chosen_polys, (h, w), ratio=1).any(0)
     img = img.copy()
-    img[mask] = img[:, ::-1][mask]
+    img[mask] = source["img"][mask]
     sample["img"] = img
     sample["polys"] = Polygons.concat([sample["polys"], chosen_polys])
-    sample["cls"] = np.concatenate([sample["cls"], sample["cls"][chosen]])
+    sample["cls"] = np.concatenate([sample["cls"], source["cls"][chosen]])
     return sample
+
+
+def copy_paste_flip(sample: dict, rng: np.random.Generator, p: float, ioa_thr: float = 0.30) -> dict:
+    """Paste mirrored (left-right) copies of a random fraction ``p`` of the instances into the same image."""
+    if not p or not len(sample["cls"]):
+        return sample
+    w = sample["img"].shape[1]
+    mirror = {"img": sample["img"][:, ::-1], "polys": sample["polys"].flip_lr(w), "cls": sample["cls"]}
+    return copy_paste(sample, mirror, rng, p, ioa_thr)
 
 
 # ------------------------------------------------------------------------------------------ mixup

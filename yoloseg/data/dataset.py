@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 
 from yoloseg.data.augment import (
     augment_hsv,
+    copy_paste,
     copy_paste_flip,
     format_sample,
     letterbox_sample,
@@ -157,6 +158,8 @@ class SegmentDataset(Dataset):
             if single_cls:
                 c = np.zeros_like(c)
             self.labels.append({"im_file": f, "shape": (int(shape[0]), int(shape[1])), "cls": c, "segments": segs})
+        if str(self.hyp["copy_paste_mode"]) not in ("flip", "mixup"):
+            raise ValueError(f"copy_paste_mode must be 'flip' or 'mixup', got {self.hyp['copy_paste_mode']!r}")
         if self.rect:
             self._setup_rect(pad)
         self._ram = None
@@ -340,8 +343,13 @@ class SegmentDataset(Dataset):
         if mosaic_on and hyp["mixup"] and rng.random() < hyp["mixup"]:
             j = int(rng.integers(0, len(self)))
             try:
-                other = self._base(j, rng, mosaic_on)
-                s = mixup(s, other, rng)
+                s = mixup(s, self._base(j, rng, mosaic_on), rng)
+            except BadSample as e:
+                self._note_bad(j, e)
+        if hyp["copy_paste"] and str(hyp["copy_paste_mode"]) == "mixup":
+            j = int(rng.integers(0, len(self)))
+            try:
+                s = copy_paste(s, self._base(j, rng, mosaic_on), rng, float(hyp["copy_paste"]))
             except BadSample as e:
                 self._note_bad(j, e)
         s["img"] = augment_hsv(s["img"], rng, hyp["hsv_h"], hyp["hsv_s"], hyp["hsv_v"])
