@@ -171,3 +171,24 @@ def test_single_cls_keeps_every_class_as_zero(tmp_path):
     assert s["cls"][:, 0].tolist() == [0.0, 0.0]
     s = build_dataset(data, "val", {"imgsz": 64, "batch": 1}, rect=False)[0]
     assert s["cls"][:, 0].tolist() == [0.0]
+
+
+def test_collate_pads_mixed_sizes_and_keeps_geometry(tmp_path):
+    # rect batches of 1 read with a loader batch of 2: a wide and a tall image in one batch
+    _write(tmp_path, "wide", np.zeros((100, 200, 3), np.uint8), [_square(0.1, 0.2, 0.3, 0.5)], split="val")
+    _write(tmp_path, "tall", np.zeros((200, 100, 3), np.uint8), [_square(0.5, 0.5, 0.9, 0.7)], split="val")
+    data = {"names": {0: "x"}, "val": str(tmp_path / "images" / "val")}
+    ds = build_dataset(data, "val", {"imgsz": 256, "batch": 1})
+    singles = [ds[0], ds[1]]
+    batch = next(iter(build_dataloader(ds, 2, shuffle=False)))
+    H, W = batch["img"].shape[2:]
+    assert (H, W) == (max(s["img"].shape[1] for s in singles), max(s["img"].shape[2] for s in singles))
+    assert batch["masks"].shape == (2, H // 4, W // 4)
+    for b, s in enumerate(singles):
+        _, h, w = s["img"].shape
+        assert torch.equal(batch["img"][b, :, :h, :w], s["img"])
+        assert (batch["img"][b, :, h:, :] == 114).all() and (batch["img"][b, :, :, w:] == 114).all()
+        # the same pixel box, normalized to the padded size
+        px = s["bboxes"][0] * torch.tensor([w, h, w, h])
+        torch.testing.assert_close(batch["bboxes"][b] * torch.tensor([W, H, W, H]), px)
+        assert torch.equal(batch["masks"][b, : h // 4, : w // 4], s["masks"])

@@ -33,12 +33,6 @@ __all__ = [
 PAD_VALUE = 114
 
 
-def _filter(sample: dict, keep) -> dict:
-    sample["cls"] = sample["cls"][keep]
-    sample["polys"] = sample["polys"].subset(keep)
-    return sample
-
-
 # ------------------------------------------------------------------------------------------ letterbox
 
 

@@ -360,6 +360,23 @@ class SegmentDataset(Dataset):
         return s
 
 
+def _pad_to(sample: dict, H: int, W: int) -> dict:
+    """Pad a formatted sample at the bottom/right to (H, W); boxes are renormalized, pixels keep place."""
+    _, h, w = sample["img"].shape
+    out = dict(sample)
+    img = torch.full((3, H, W), 114, dtype=sample["img"].dtype)
+    img[:, :h, :w] = sample["img"]
+    out["img"] = img
+    out["bboxes"] = sample["bboxes"] * torch.tensor([w / W, h / H, w / W, h / H])
+    m = sample["masks"]
+    mh, mw = m.shape[-2:]
+    MH, MW = mh * H // h, mw * W // w
+    masks = torch.zeros((*m.shape[:-2], MH, MW), dtype=m.dtype)
+    masks[..., :mh, :mw] = m
+    out["masks"] = masks
+    return out
+
+
 def collate_fn(samples: list) -> dict:
     """Stack samples into a batch dict.
 
@@ -368,15 +385,17 @@ def collate_fn(samples: list) -> dict:
     W/r) int32 instance-index maps (overlap mode; values 1..n follow each image's instance order in
     ``cls``/``bboxes``) or (M, H/r, W/r) uint8 binary masks; ``im_file``, ``ori_shape``, ``resized_shape``,
     ``ratio_pad``: tuples with one entry per image.
+
+    Images of different sizes (rect batches loaded with another batch size) are padded at the bottom/right
+    to the largest one; boxes are renormalized, so ``ratio_pad`` stays valid.
     """
     if not samples:
         raise ValueError("collate_fn got an empty list of samples")
     shapes = {tuple(s["img"].shape) for s in samples}
     if len(shapes) > 1:
-        raise ValueError(
-            f"images in one batch differ in size {sorted(shapes)}: with rect batches the loader's batch size "
-            "must equal the data set's batch_size and shuffling must be off"
-        )
+        H = max(s["img"].shape[1] for s in samples)
+        W = max(s["img"].shape[2] for s in samples)
+        samples = [s if tuple(s["img"].shape[1:]) == (H, W) else _pad_to(s, H, W) for s in samples]
     batch = {"img": torch.stack([s["img"] for s in samples])}
     counts = [len(s["cls"]) for s in samples]
     batch["batch_idx"] = torch.repeat_interleave(torch.arange(len(samples), dtype=torch.float32), torch.tensor(counts))
