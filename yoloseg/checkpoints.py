@@ -132,6 +132,21 @@ def _numpy_scalar(dtype, data=None):
     return np.frombuffer(data, dtype=dtype, count=1)[0].item()
 
 
+def _no_hooks(hooks) -> collections.OrderedDict:
+    if hooks:  # tensors from a checkpoint never need backward hooks; they would be callables from the pickle
+        raise _Refused("tensor backward hooks")
+    return collections.OrderedDict()
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks, metadata=None):
+    hooks = _no_hooks(backward_hooks)
+    return torch._utils._rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, hooks, metadata)
+
+
+def _rebuild_parameter(data, requires_grad, backward_hooks):
+    return torch._utils._rebuild_parameter(data, requires_grad, _no_hooks(backward_hooks))
+
+
 _TORCH_DTYPES = {name for name in dir(torch) if isinstance(getattr(torch, name, None), torch.dtype)}
 
 _ALLOWED = {
@@ -141,9 +156,9 @@ _ALLOWED = {
     ("builtins", "slice"): slice,
     ("builtins", "getattr"): _guarded_getattr,
     ("copyreg", "_reconstructor"): _guarded_reconstructor,
-    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
     ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch", "Size"): torch.Size,
     ("torch", "device"): torch.device,
     ("pathlib", "PosixPath"): _path_as_str,
