@@ -154,6 +154,27 @@ def test_state_dict_layout_equals_ultralytics():
     assert len(ours) == 561
 
 
+@needs_fixtures
+def test_prefers_ema_and_rejects_other_architectures():
+    from yoloseg.checkpoints import _load_ultralytics
+
+    ckpt = safe_torch_load(_pt("synth3-e100"))
+    root = ckpt["model"]
+    model, meta = _load_ultralytics(_pt("synth3-e100"), {"ema": root, "model": PickledObject()}, "cpu")
+    assert meta["nc"] == 3 and model.nc == 3
+    layers = root.__dict__["_modules"]["model"].__dict__["_modules"]
+    layers.pop("10")  # no C2PSA: not the YOLO11-seg layer table
+    with pytest.raises(ValueError, match="not a YOLO11-seg model"):
+        _load_ultralytics(_pt("synth3-e100"), {"model": root}, "cpu")
+
+
+@pytest.mark.parametrize("scale", list("nsmlx"))
+def test_scale_inferred_from_weights(scale):
+    from yoloseg.checkpoints import _infer_scale
+
+    assert _infer_scale(SegmentationModel(f"yolo11{scale}-seg.yaml", nc=2).state_dict()) == scale
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Pickles that would run code are refused, and the payload does not run
 # --------------------------------------------------------------------------------------------------------------
