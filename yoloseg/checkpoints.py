@@ -216,7 +216,11 @@ def safe_torch_load(path: str | Path, map_location="cpu"):
 # ----------------------------------------------------------------------------------------------------------
 # Ultralytics checkpoints
 # ----------------------------------------------------------------------------------------------------------
-def _gather_state(obj, prefix: str, out: dict) -> None:
+def _gather_state(obj, prefix: str, out: dict, seen: set | None = None) -> None:
+    seen = set() if seen is None else seen  # ancestors on the current path (shared submodules are fine)
+    if id(obj) in seen:  # a pickle can make cycles; module trees have none
+        raise ValueError(f"pickled module tree has a cycle at {prefix or '<root>'}")
+    seen.add(id(obj))
     d = obj.__dict__
     for k, v in (d.get("_parameters") or {}).items():
         if v is not None:
@@ -227,7 +231,8 @@ def _gather_state(obj, prefix: str, out: dict) -> None:
             out[prefix + k] = v
     for k, m in (d.get("_modules") or {}).items():
         if isinstance(m, PickledObject):
-            _gather_state(m, f"{prefix}{k}.", out)
+            _gather_state(m, f"{prefix}{k}.", out, seen)
+    seen.discard(id(obj))
 
 
 def _plain(value, depth: int = 0):
@@ -239,7 +244,8 @@ def _plain(value, depth: int = 0):
     if isinstance(value, dict):
         return {k: _plain(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v, depth + 1) for v in value)
+        items = [_plain(v, depth + 1) for v in value]
+        return items if isinstance(value, list) else tuple(items)
     return value
 
 

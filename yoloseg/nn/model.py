@@ -108,9 +108,6 @@ class SegmentationModel(nn.Module):
 
         return model_info(self, imgsz=imgsz, verbose=verbose)
 
-    def load(self, state_dict: dict, strict: bool = True):
-        return self.load_state_dict(state_dict, strict=strict)
-
 
 def build_model(name_or_path: dict | str | Path = "yolo11n-seg.yaml", nc: int | None = None, ch: int = 3) -> SegmentationModel:
     """Build a SegmentationModel from a packaged config name, YAML path or config dict."""
