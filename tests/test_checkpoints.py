@@ -366,6 +366,9 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
     assert not (tmp_path / "new.pt").exists()
     atomic_torch_save({"w": torch.arange(3)}, target)
     assert torch.equal(torch.load(target, weights_only=True)["w"], torch.arange(3))
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    assert (target.stat().st_mode & 0o777) == (plain.stat().st_mode & 0o777)  # same permissions as open()
 
 
 def test_increment_path(tmp_path):

@@ -7,6 +7,12 @@ import tempfile
 from pathlib import Path
 
 
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _atomic_write(path: str | Path, write) -> Path:
     """Write through ``write(fileobj)`` to a temp file next to ``path``, then ``os.replace`` it into place.
     On any error the temp file is removed and ``path`` is left as it was."""
@@ -18,6 +24,7 @@ def _atomic_write(path: str | Path, write) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _default_file_mode())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         try:
