@@ -83,7 +83,8 @@ PARITY_SCRIPT = textwrap.dedent(
             "dtypes": sorted({str(p.dtype) for p in model.state_dict().values() if p.is_floating_point()}),
             "training": model.training,
             "fused_has_bn": any(type(m).__name__ == "BatchNorm2d" for m in fused.modules()),
-            "names": {str(k): v for k, v in meta["names"].items()}, "model_names": {str(k): v for k, v in model.names.items()},
+            "names": {str(k): v for k, v in meta["names"].items()},
+            "model_names": {str(k): v for k, v in model.names.items()},
             "nc": meta["nc"], "model_nc": model.nc, "stride": meta["stride"], "model_stride": model.stride.tolist(),
             "task": meta["task"], "train_args_imgsz": meta["train_args"].get("imgsz"),
         }
@@ -238,7 +239,12 @@ def crafted(tmp_path_factory):
 
 @pytest.mark.parametrize(
     "kind, refused",
-    [("os_system", "system"), ("eval", "builtins.eval"), ("getattr_conv_forward", "Conv"), ("getattr_detect_init", "__init__")],
+    [
+        ("os_system", "system"),
+        ("eval", "builtins.eval"),
+        ("getattr_conv_forward", "Conv"),
+        ("getattr_detect_init", "__init__"),
+    ],
 )
 def test_code_running_pickle_is_refused(crafted, kind, refused):
     path, marker = crafted[kind]

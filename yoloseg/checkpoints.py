@@ -189,9 +189,8 @@ class AllowListUnpickler(pickle.Unpickler):
                 return StorageType(name)
             except KeyError:
                 pass
-        if (module == "ultralytics" or module.startswith("ultralytics.") or module.startswith("torch.nn.modules.")) and (
-            name.isidentifier() and not name.startswith("_")
-        ):
+        foreign = module == "ultralytics" or module.startswith(("ultralytics.", "torch.nn.modules."))
+        if foreign and name.isidentifier() and not name.startswith("_"):
             return _placeholder(module, name)
         raise _Refused(f"{module}.{name}")
 
@@ -262,7 +261,13 @@ def _infer_scale(state: dict) -> str | None:
         return None
     c3k = any(k.startswith("model.2.m.0.cv3.") for k in state)
     deep = any(k.startswith("model.2.m.1.") for k in state)
-    table = {(16, False, False): "n", (32, False, False): "s", (64, True, False): "m", (64, True, True): "l", (96, True, True): "x"}
+    table = {
+        (16, False, False): "n",
+        (32, False, False): "s",
+        (64, True, False): "m",
+        (64, True, True): "l",
+        (96, True, True): "x",
+    }
     return table.get((int(w.shape[0]), c3k, deep))
 
 
@@ -351,7 +356,10 @@ def checkpoint_dict(model, **extra) -> dict:
     """The plain dict we save for ``model`` plus ``extra`` keys (train_args, epoch, best_fitness, optimizer,
     ema, updates, ...). Floating tensors of ``model`` are saved as they are (``half=True`` stores fp16)."""
     half = bool(extra.pop("half", False))
-    state = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().clone() for k, v in model.state_dict().items()}
+    state = {}
+    for k, v in model.state_dict().items():
+        v = v.detach()
+        state[k] = (v.half() if half and v.is_floating_point() else v).cpu().clone()
     stride = getattr(model, "stride", None)
     ckpt = {
         "format": FORMAT_NAME,

@@ -47,7 +47,9 @@ class C3k2(nn.Module):
     extend the last output, and a 1x1 conv merges all ``2 + n`` pieces. The inner block is a C3k (two
     bottlenecks) when ``c3k`` is true, else a single Bottleneck."""
 
-    def __init__(self, c1: int, c2: int, n: int = 1, c3k: bool = False, e: float = 0.5, g: int = 1, shortcut: bool = True):
+    def __init__(
+        self, c1: int, c2: int, n: int = 1, c3k: bool = False, e: float = 0.5, g: int = 1, shortcut: bool = True
+    ):
         super().__init__()
         self.c = int(c2 * e)
         self.cv1 = Conv(c1, 2 * self.c, 1, 1)

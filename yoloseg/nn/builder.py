@@ -30,7 +30,8 @@ def _one_input(spec: dict, ch_in: list[int]) -> int:
 @register_layer("Conv")
 def _build_conv(spec, ch_in, ctx):
     c1, c2 = _one_input(spec, ch_in), ctx.channels(spec["out"])
-    return Conv(c1, c2, spec.get("k", 1), spec.get("s", 1), spec.get("p"), spec.get("g", 1), spec.get("d", 1), spec.get("act", True)), c2
+    g = spec.get
+    return Conv(c1, c2, g("k", 1), g("s", 1), g("p"), g("g", 1), g("d", 1), g("act", True)), c2
 
 
 @register_layer("DWConv")
@@ -104,7 +105,9 @@ def load_model_config(cfg) -> dict:
     elif isinstance(cfg, (str, Path)):
         path = Path(cfg)
         if path.suffix not in (".yaml", ".yml"):
-            raise ValueError(f"model config {str(cfg)!r} must be a .yaml file or a packaged name like 'yolo11n-seg.yaml'")
+            raise ValueError(
+                f"model config {str(cfg)!r} must be a .yaml file or a packaged name like 'yolo11n-seg.yaml'"
+            )
         if path.is_file():
             src, yaml_file = path, str(path)
         else:
@@ -114,7 +117,8 @@ def load_model_config(cfg) -> dict:
                 candidates.insert(0, MODELS_DIR / f"{m.group('family')}{m.group('rest') or ''}{path.suffix}")
             src = next((c for c in candidates if c.is_file()), None) if len(path.parts) == 1 else None
             if src is None:
-                raise FileNotFoundError(f"model config {str(cfg)!r} not found (packaged: {', '.join(packaged_configs())})")
+                known = ", ".join(packaged_configs())
+                raise FileNotFoundError(f"model config {str(cfg)!r} not found (packaged: {known})")
             yaml_file = path.name
         with open(src, encoding="utf-8") as f:
             d = yaml.safe_load(f)

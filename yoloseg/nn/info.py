@@ -33,7 +33,9 @@ def count_flops(model: nn.Module, imgsz: int | tuple[int, int] = 640, ch: int | 
     return float(counter.get_total_flops())
 
 
-def model_info(model: nn.Module, imgsz: int | tuple[int, int] = 640, verbose: bool = True) -> tuple[int, int, int, float]:
+def model_info(
+    model: nn.Module, imgsz: int | tuple[int, int] = 640, verbose: bool = True
+) -> tuple[int, int, int, float]:
     n_layers = count_layers(model)
     n_params = sum(p.numel() for p in model.parameters())
     n_grads = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -28,7 +28,9 @@ class SegmentationModel(nn.Module):
 
     task = "segment"
 
-    def __init__(self, cfg: dict | str | Path = "yolo11n-seg.yaml", nc: int | None = None, ch: int = 3, box_bias: float = 1.0):
+    def __init__(
+        self, cfg: dict | str | Path = "yolo11n-seg.yaml", nc: int | None = None, ch: int = 3, box_bias: float = 1.0
+    ):
         super().__init__()
         d = load_model_config(cfg)
         if nc is not None:
@@ -109,6 +111,8 @@ class SegmentationModel(nn.Module):
         return model_info(self, imgsz=imgsz, verbose=verbose)
 
 
-def build_model(name_or_path: dict | str | Path = "yolo11n-seg.yaml", nc: int | None = None, ch: int = 3) -> SegmentationModel:
+def build_model(
+    name_or_path: dict | str | Path = "yolo11n-seg.yaml", nc: int | None = None, ch: int = 3
+) -> SegmentationModel:
     """Build a SegmentationModel from a packaged config name, YAML path or config dict."""
     return SegmentationModel(name_or_path, nc=nc, ch=ch)

@@ -74,7 +74,8 @@ class LayerRegistry:
         except KeyError:
             close = difflib.get_close_matches(str(name), list(self._builders), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"unknown layer type {name!r} in model config.{hint} Known: {sorted(self._builders)}") from None
+            known = sorted(self._builders)
+            raise ValueError(f"unknown layer type {name!r} in model config.{hint} Known: {known}") from None
 
     def __contains__(self, name: str) -> bool:
         return name in self._builders
