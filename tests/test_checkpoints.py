@@ -75,10 +75,21 @@ PARITY_SCRIPT = textwrap.dedent(
             det, proto = model(x)
             fused = copy.deepcopy(model).fuse()
             det_f, proto_f = fused(x)
+        # train-mode outputs (batch norms kept in eval) against the raw head outputs of the fixture
+        train = copy.deepcopy(model).train()
+        for m in train.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()
+        with torch.no_grad():
+            feats, coeffs, protos_t = train(x)
+        box_logits = torch.cat([f[:, :64].flatten(2) for f in feats], 2)
+        cls_logits = torch.cat([f[:, 64:].flatten(2) for f in feats], 2)
         diff = lambda a, b: float((a - torch.from_numpy(io[b])).abs().max())
         out[stem] = {
             "det": diff(det, "det"), "proto": diff(proto, "proto"),
             "det_fused": diff(det_f, "det_fused"), "proto_fused": diff(proto_f, "proto_fused"),
+            "raw_boxes": diff(box_logits, "raw_boxes"), "raw_scores": diff(cls_logits, "raw_scores"),
+            "raw_mask_coefficient": diff(coeffs, "raw_mask_coefficient"), "train_proto": diff(protos_t, "proto"),
             "shapes": [list(det.shape), list(proto.shape)],
             "dtypes": sorted({str(p.dtype) for p in model.state_dict().values() if p.is_floating_point()}),
             "training": model.training,
@@ -118,6 +129,15 @@ def test_fixture_forward_matches_ultralytics(parity, stem):
     assert r["dtypes"] == ["torch.float32"] and r["training"] is False
     assert not r["fused_has_bn"]
     for key in ("det", "proto", "det_fused", "proto_fused"):
+        assert r[key] <= 1e-4, (stem, key, r[key])
+
+
+@needs_fixtures
+@pytest.mark.parametrize("stem", STEMS)
+def test_fixture_train_outputs_match_raw_head_outputs(parity, stem):
+    """Train-mode feats are (box DFL logits, class logits) per level; coeffs and protos as in eval."""
+    r = parity[stem]
+    for key in ("raw_boxes", "raw_scores", "raw_mask_coefficient", "train_proto"):
         assert r[key] <= 1e-4, (stem, key, r[key])
 
 
