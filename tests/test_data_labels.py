@@ -102,6 +102,14 @@ def test_every_failure_kind_is_reported_per_file(bad_set, caplog):
     assert ls.shapes[by_stem["good"]].tolist() == [40, 60]
 
 
+def test_crlf_and_byte_order_mark_are_accepted(tmp_path):
+    _jpg(tmp_path / "images" / "train" / "a.jpg")
+    (tmp_path / "labels" / "train").mkdir(parents=True)
+    (tmp_path / "labels" / "train" / "a.txt").write_bytes(f"\ufeff0 {SQUARE}\r\n1 {SQUARE}\r\n".encode())
+    ls = scan_labels([str(tmp_path / "images" / "train" / "a.jpg")], nc=2, cache=False)
+    assert ls.n_warnings == 0 and ls.cls[0].tolist() == [0, 1]
+
+
 def test_truncated_jpeg_is_reported(tmp_path):
     data = _jpg(tmp_path / "images" / "train" / "full.jpg", size=(64, 64))
     cut = tmp_path / "images" / "train" / "cut.jpg"

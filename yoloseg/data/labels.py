@@ -156,7 +156,7 @@ def parse_label_file(path: str, nc: int | None):
     Returns ``(cls list, polygon list, messages, missing: bool)``.
     """
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8-sig")  # tolerate a byte-order mark
     except FileNotFoundError:
         return [], [], [], True
     except (OSError, UnicodeDecodeError) as e:
