@@ -10,6 +10,7 @@ import csv
 import io
 import math
 import os
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,6 +21,7 @@ from yoloseg.utils.torch_utils import unwrap_model
 
 # Settings a resumed run may change (they do not alter what is computed); everything else comes from last.pt.
 RESUME_OVERRIDABLE = ("device", "workers", "verbose", "plots")
+TRAINING_ONLY_KEYS = ("train_model", "optimizer", "scaler", "pending_grads", "rng", "last_opt_step")
 
 
 # ---------------------------------------------------------------------- task, run folder, args
@@ -98,8 +100,11 @@ def load_resume(tr) -> dict:
     if int(ckpt["epoch"]) + 1 >= int(saved["epochs"]):
         raise ValueError(f"resume: {path} already finished all {saved['epochs']} epochs; nothing to resume "
                          f"(start a new run with model={path} to fine-tune)")
-    for k in RESUME_OVERRIDABLE:
-        if getattr(a, k, None) is not None:
+    from yoloseg.cfg import load_defaults
+
+    defaults = load_defaults()
+    for k in RESUME_OVERRIDABLE:  # only settings given explicitly (different from the global default)
+        if hasattr(a, k) and getattr(a, k) != defaults.get(k):
             saved[k] = getattr(a, k)
     saved["resume"] = str(path)
     tr.args = SimpleNamespace(**{**vars(a), **saved})
@@ -124,8 +129,8 @@ def load_data(tr) -> dict:
                 applied[k] = v
         if applied:
             tr.log(f"data set defaults applied (override any of them explicitly): {applied}")
-    if getattr(a, "single_cls", False):
-        data["names"], data["nc"] = {0: "item"}, 1
+    # the model's classes; the data set itself keeps its names and merges labels when single_cls is set
+    tr.names = {0: "item"} if getattr(a, "single_cls", False) else dict(data["names"])
     return data
 
 
@@ -176,7 +181,8 @@ def build_train_model(tr) -> torch.nn.Module:
     from yoloseg.checkpoints import load_checkpoint
 
     build_model = tr.task.resolve("build_model")
-    a, nc, names = tr.args, tr.data["nc"], tr.data["names"]
+    a, names = tr.args, tr.names
+    nc = len(names)
     model_arg = str(getattr(a, "model", None) or "yolo11n-seg.yaml")
     if tr.resume_ckpt is not None:
         model, _ = load_checkpoint(a.resume)
@@ -303,6 +309,8 @@ def final_metrics(tr):
     """Validate best.pt once more when a metrics validator exists; else return the last epoch's numbers."""
     if not tr.main:
         return None
+    if tr.best.is_file():
+        strip_training_state(tr.best)  # best.pt is for using the model; last.pt keeps the full state
     if tr.validator is not None and tr.best.is_file():
         from yoloseg.checkpoints import load_checkpoint
 
@@ -336,10 +344,26 @@ def _cell(v):
     return v
 
 
+def copy_atomic(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def strip_training_state(path: Path) -> None:
+    """Drop what only resuming needs (optimizer, raw weights, RNG, ...) from a finished run's checkpoint."""
+    from yoloseg.utils.files import atomic_torch_save
+
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    for k in TRAINING_ONLY_KEYS:
+        ck.pop(k, None)
+    atomic_torch_save(ck, path)
+
+
 def save_ckpt(tr, path: Path, state: dict) -> None:
     """EMA weights as the checkpoint's model, plus run metadata and the full training state."""
     from yoloseg.checkpoints import save_checkpoint
 
     ema = tr.ema.ema
-    save_checkpoint(path, ema, train_args=args_dict(tr.args), task=tr.task.name, names=dict(tr.data["names"]),
+    save_checkpoint(path, ema, train_args=args_dict(tr.args), task=tr.task.name, names=dict(tr.names),
                     data=str(tr.data.get("yaml_file", "")), **state)

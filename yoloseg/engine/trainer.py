@@ -111,7 +111,7 @@ class Trainer:
         iterations = math.ceil(len(self.train_loader.dataset) / max(self.batch_size, self.nbs)) * self.epochs
         self.optimizer, opt_name, lr0, momentum = build_optimizer(
             self.model, getattr(a, "optimizer", "auto"), float(a.lr0), float(a.momentum), weight_decay,
-            iterations, nc=self.data["nc"])
+            iterations, nc=len(self.names))
         if str(getattr(a, "optimizer", "auto")).lower() == "auto":
             self.log(f"optimizer: 'auto' chose {opt_name}(lr={lr0}, momentum={momentum}) for {iterations} "
                      f"iterations; lr0/momentum settings ignored")
@@ -312,7 +312,7 @@ class Trainer:
     def training_state(self, epoch: int, fitness: float) -> dict:
         pending = None
         if self.last_opt_step < epoch * self.nb + self.nb - 1:  # gradients accumulated but not yet applied
-            pending = [p.grad.detach().clone() if p.grad is not None else None for p in self.model.parameters()]
+            pending = [p.grad.detach() if p.grad is not None else None for p in self.model.parameters()]
             if all(g is None for g in pending):
                 pending = None
         return {
@@ -320,8 +320,9 @@ class Trainer:
             "best_fitness": self.best_fitness,
             "fitness": fitness,
             "best_epoch": self.best_epoch,
-            "train_model": {k: v.detach().clone() for k, v in unwrap_model(self.model).state_dict().items()},
-            "ema": self.ema.state_dict(),
+            # the checkpoint's model is the EMA; the raw training weights ride along for an exact resume
+            "train_model": {k: v.detach() for k, v in unwrap_model(self.model).state_dict().items()},
+            "ema": self.ema.state_dict(with_weights=False),
             "updates": self.ema.updates,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -334,18 +335,17 @@ class Trainer:
         }
 
     def save(self, epoch: int, fitness: float, improved: bool) -> None:
-        state = self.training_state(epoch, fitness)
-        ts.save_ckpt(self, self.last, state)
+        ts.save_ckpt(self, self.last, self.training_state(epoch, fitness))
         if improved:
-            ts.save_ckpt(self, self.best, state)
+            ts.copy_atomic(self.last, self.best)
         period = int(getattr(self.args, "save_period", -1) or -1)
         if period > 0 and (epoch + 1) % period == 0:
-            ts.save_ckpt(self, self.wdir / f"epoch{epoch + 1}.pt", state)
+            ts.copy_atomic(self.last, self.wdir / f"epoch{epoch + 1}.pt")
 
     def restore_training_state(self, ckpt: dict) -> None:
         st = ckpt
         unwrap_model(self.model).load_state_dict(st["train_model"])
-        self.ema.load_state_dict(st["ema"])
+        self.ema.load_state_dict(st["ema"], weights=st["state_dict"])
         self.optimizer.load_state_dict(st["optimizer"])
         if st.get("scaler"):
             self.scaler.load_state_dict(st["scaler"])

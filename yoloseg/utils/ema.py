@@ -58,13 +58,20 @@ class ModelEMA:
         for e, m in zip(ema_o, model_o):
             e.copy_(m)
 
-    def state_dict(self) -> dict:
-        """EMA weights plus the update counter and decay settings (everything resume needs)."""
-        return {"model": {k: v.detach().clone() for k, v in self.ema.state_dict().items()},
-                "updates": self.updates, "decay": self.decay_max, "tau": self.tau}
+    def state_dict(self, with_weights: bool = True) -> dict:
+        """Update counter and decay settings, plus the EMA weights unless `with_weights=False` (a checkpoint
+        that already stores them as its model)."""
+        out = {"updates": self.updates, "decay": self.decay_max, "tau": self.tau}
+        if with_weights:
+            out["model"] = {k: v.detach().clone() for k, v in self.ema.state_dict().items()}
+        return out
 
-    def load_state_dict(self, state: dict) -> None:
-        self.ema.load_state_dict(state["model"])
+    def load_state_dict(self, state: dict, weights: dict | None = None) -> None:
+        """Restore from `state`; EMA weights come from `state["model"]` or, when absent, from `weights`."""
+        weights = state.get("model", weights)
+        if weights is None:
+            raise ValueError("EMA state has no weights: pass them as `weights`")
+        self.ema.load_state_dict(weights)
         self.updates = int(state.get("updates", 0))
         self.decay_max = float(state.get("decay", self.decay_max))
         self.tau = float(state.get("tau", self.tau))

@@ -87,13 +87,13 @@ def init_seeds(seed: int = 0, deterministic: bool = False) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.deterministic = True
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    else:
-        torch.use_deterministic_algorithms(False)
-        torch.backends.cudnn.deterministic = False
+    # CPU kernels are already deterministic for a fixed thread count; the global switch is only needed for
+    # CUDA (and importing it costs seconds), so it is left alone unless a GPU is present.
+    if torch.cuda.is_available():
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(bool(deterministic), warn_only=True)
+        torch.backends.cudnn.deterministic = bool(deterministic)
 
 
 def get_rng_state() -> dict:

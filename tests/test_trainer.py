@@ -1,0 +1,215 @@
+"""Trainer end to end on a tiny generated data set (imgsz 64, 8 train / 4 val images)."""
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from yoloseg.cfg import get_cfg
+from yoloseg.engine.trainer import Trainer, fitness_of
+
+EXPECTED_COLUMNS = [
+    "epoch", "time", "train/box_loss", "train/seg_loss", "train/cls_loss", "train/dfl_loss",
+    "metrics/precision(B)", "metrics/recall(B)", "metrics/mAP50(B)", "metrics/mAP50-95(B)",
+    "metrics/precision(M)", "metrics/recall(M)", "metrics/mAP50(M)", "metrics/mAP50-95(M)",
+    "val/box_loss", "val/seg_loss", "val/cls_loss", "val/dfl_loss", "lr/pg0", "lr/pg1", "lr/pg2",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from yoloseg.data.synthetic import generate_synthetic_shapes
+
+    root = tmp_path_factory.mktemp("tiny") / "shapes"
+    generate_synthetic_shapes(root, n_train=8, n_val=4, imgsz=64, seed=3)
+    return root / "data.yaml"
+
+
+@pytest.fixture(scope="module")
+def src_ckpt(tiny_data, tmp_path_factory):
+    """last.pt of a 1-epoch run, the source for transfer and fine-tune tests."""
+    project = tmp_path_factory.mktemp("src")
+    Trainer(_cfg(tiny_data, project, epochs=1, name="src"), "segment").train()
+    return project / "src/weights/last.pt"
+
+
+def _cfg(tiny_data, project, **kw):
+    base = dict(model="yolo11n-seg.yaml", data=str(tiny_data), epochs=2, imgsz=64, batch=4, workers=0,
+                device="cpu", project=str(project), name="t", verbose=False, plots=True, nbs=4,
+                warmup_epochs=1, mosaic=0.5)
+    base.update(kw)
+    return get_cfg(base)
+
+
+def _rows(run):
+    with open(Path(run) / "results.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_fitness_definition():
+    assert fitness_of(0.5, 0.3, 0.4, 0.2) == pytest.approx(0.1 * 0.5 + 0.9 * 0.3 + 0.1 * 0.4 + 0.9 * 0.2)
+
+
+def test_train_writes_all_artifacts(tiny_data, tmp_path):
+    import cv2
+    import yaml
+
+    from yoloseg.checkpoints import load_checkpoint
+
+    tr = Trainer(_cfg(tiny_data, tmp_path), "segment")
+    tr.train()
+    run = tmp_path / "t"
+    assert tr.save_dir.resolve() == run.resolve()
+    for f in ("weights/last.pt", "weights/best.pt", "results.csv", "results.png", "args.yaml"):
+        assert (run / f).is_file(), f
+    rows = _rows(run)
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert list(rows[0].keys()) == EXPECTED_COLUMNS
+    for r in rows:
+        for k in ("train/box_loss", "train/seg_loss", "train/cls_loss", "train/dfl_loss", "lr/pg0"):
+            assert float(r[k]) == float(r[k]) and float(r[k]) >= 0, (k, r[k])
+    args = yaml.safe_load((run / "args.yaml").read_text())
+    assert args["epochs"] == 2 and args["imgsz"] == 64 and args["optimizer"] == "AdamW"
+    assert cv2.imread(str(run / "results.png")) is not None
+    ck = _load(run / "weights/last.pt")  # weights_only=True must work
+    assert ck["epoch"] == 1 and ck["train_args"]["epochs"] == 2
+    for key in ("optimizer", "ema", "train_model", "rng", "scheduler", "best_fitness", "updates"):
+        assert key in ck, key
+    assert ck["ema"]["updates"] == ck["updates"] > 0
+    model, meta = load_checkpoint(run / "weights/best.pt")
+    assert meta["names"] == {0: "ellipse", 1: "triangle", 2: "rectangle"} and model.nc == 3
+    # a second run with the same name gets a fresh numbered folder
+    tr2 = Trainer(_cfg(tiny_data, tmp_path, epochs=1), "segment")
+    tr2.train()
+    assert tr2.save_dir.name == "t2"
+
+
+def test_resume_continues_exactly(tiny_data, tmp_path):
+    """2 epochs in one go == 1 epoch, stop, resume from that epoch's checkpoint: same weights, bit for bit."""
+    full = Trainer(_cfg(tiny_data, tmp_path, epochs=2, name="full", save_period=1, batch=2, nbs=8), "segment")
+    full.train()
+    part = tmp_path / "part"
+    shutil.copytree(tmp_path / "full", part)
+    shutil.copy(part / "weights/epoch1.pt", part / "weights/last.pt")
+    resumed = Trainer(get_cfg(dict(resume=str(part / "weights/last.pt"), verbose=False)), "segment")
+    resumed.train()
+    assert resumed.save_dir.resolve() == part.resolve() and resumed.start_epoch == 1
+    a, b = _load(tmp_path / "full/weights/last.pt"), _load(part / "weights/last.pt")
+    assert a["epoch"] == b["epoch"] == 1 and a["updates"] == b["updates"]
+    for k, v in a["train_model"].items():
+        assert torch.equal(v, b["train_model"][k]), k
+    for k, v in a["state_dict"].items():  # the EMA weights
+        assert torch.equal(v, b["state_dict"][k]), k
+    assert [r["train/box_loss"] for r in _rows(tmp_path / "full")] == [r["train/box_loss"] for r in _rows(part)]
+    # resuming a finished run is an error, not a silent no-op
+    with pytest.raises(ValueError, match="already finished"):
+        Trainer(get_cfg(dict(resume=str(part / "weights/last.pt"), verbose=False)), "segment").train()
+
+
+def test_pretrained_transfer_and_freeze(tiny_data, src_ckpt, tmp_path, capsys):
+    src = src_ckpt
+    tr = Trainer(_cfg(tiny_data, tmp_path, epochs=1, name="ft", pretrained=str(src), freeze=2, verbose=True),
+                 "segment")
+    tr.train()
+    err = capsys.readouterr().err
+    n = len(tr.model.state_dict())
+    assert f"Transferred {n}/{n} items" in err
+    src_sd = _load(src)["state_dict"]
+    after = tr.model.state_dict()
+    for k in ("model.0.conv.weight", "model.1.conv.weight", "model.1.bn.weight"):
+        assert torch.equal(after[k], src_sd[k]), k  # frozen layers keep the transferred weights
+    assert not torch.equal(after["model.2.cv1.conv.weight"], src_sd["model.2.cv1.conv.weight"])
+
+
+def test_finetune_from_checkpoint_with_other_classes(tiny_data, src_ckpt, tmp_path, capsys):
+    tr = Trainer(_cfg(tiny_data, tmp_path, epochs=1, name="ft", single_cls=True, verbose=True,
+                      model=str(src_ckpt)), "segment")
+    tr.train()
+    assert "Transferred" in capsys.readouterr().err
+    assert tr.model.nc == 1 and tr.model.names == {0: "item"}
+
+
+class _EmptyFirst:
+    """Loader wrapper that yields an empty batch before the real ones (all samples of a batch unreadable)."""
+
+    def __init__(self, loader):
+        self.loader, self.dataset = loader, loader.dataset
+
+    def set_epoch(self, e):
+        self.loader.set_epoch(e)
+
+    def close_mosaic(self):
+        self.loader.close_mosaic()
+
+    def __len__(self):
+        return len(self.loader) + 1
+
+    def __iter__(self):
+        yield {"img": torch.zeros(0, 3, 64, 64, dtype=torch.uint8)}
+        yield from self.loader
+
+
+def test_empty_batch_is_skipped(tiny_data, tmp_path):
+    class T(Trainer):
+        def build_loader(self, split):
+            loader = super().build_loader(split)
+            return _EmptyFirst(loader) if split == "train" else loader
+
+    tr = T(_cfg(tiny_data, tmp_path, epochs=1), "segment")
+    tr.train()
+    assert len(_rows(tmp_path / "t")) == 1
+
+
+def test_bad_settings_are_clear_errors(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="freeze"):
+        Trainer(_cfg(tiny_data, tmp_path, freeze=40), "segment").train()
+    with pytest.raises(FileNotFoundError, match="resume"):
+        Trainer(_cfg(tiny_data, tmp_path, resume=str(tmp_path / "nope.pt")), "segment").train()
+
+
+_CHILD = """
+import sys
+from yoloseg.cfg import get_cfg
+from yoloseg.engine.trainer import Trainer
+over = dict(a.split("=", 1) for a in sys.argv[1:])
+Trainer(get_cfg(over), "segment").train()
+"""
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill(tiny_data, tmp_path):
+    """kill -9 mid-run once the first checkpoint exists, resume, and finish with exactly `epochs` epochs."""
+    epochs = 4
+    args = [f"data={tiny_data}", f"epochs={epochs}", "imgsz=64", "batch=2", "workers=0", "device=cpu",
+            f"project={tmp_path}", "name=k", "verbose=False", "nbs=4", "warmup_epochs=1", "plots=False"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, *args], env=env, stderr=subprocess.PIPE)
+    last = tmp_path / "k/weights/last.pt"
+    deadline = time.time() + 300
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert last.exists(), proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "timeout"
+    time.sleep(0.2)  # inside the second epoch
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = _load(last)["epoch"]
+    assert done < epochs - 1, "the run finished before it could be killed"
+    out = subprocess.run([sys.executable, "-c", _CHILD, f"resume={last}", "verbose=False"], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = _rows(tmp_path / "k")
+    assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1))
+    assert _load(last)["epoch"] == epochs - 1
+    assert not (tmp_path / "k2").exists()  # same run folder
