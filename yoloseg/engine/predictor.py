@@ -82,11 +82,26 @@ def segment_postprocess(
             masks = ops.process_mask(protos[i], coeffs, det[:, :4], input_shape, upsample=True)
             boxes = ops.scale_boxes(input_shape, det[:, :4].clone(), shape0)
         boxes = torch.cat([boxes, det[:, 4:6]], 1).float()
-        keep = masks.flatten(1).any(1)
+        keep = _nonempty(masks)
         if not bool(keep.all()):
             boxes, masks = boxes[keep], masks[keep]
         out.append({"boxes": boxes, "masks": masks if len(boxes) else None})
     return out
+
+
+def _nonempty(masks: torch.Tensor) -> torch.Tensor:
+    """(n,) bool: which of the (n, h, w) bool masks have a pixel set.
+
+    Scans the masks as 64-bit words (8 pixels per compare); bool bytes are 0/1, so a word is > 0
+    exactly when one of its pixels is set.
+    """
+    n = masks.shape[0]
+    if masks.dtype == torch.bool and masks.is_contiguous() and n and (masks[0].numel() % 8 == 0):
+        try:
+            return masks.view(n, -1).view(torch.int64).amax(1) > 0
+        except RuntimeError:  # storage not 8-byte aligned
+            pass
+    return masks.flatten(1).any(1)
 
 
 def _get(cfg, key, default=None):
@@ -143,6 +158,9 @@ class Predictor:
         return int(torch.as_tensor(s).max()) if not isinstance(s, (int, float)) else int(s)
 
     def imgsz(self) -> tuple[int, int]:
+        fixed = getattr(self.model, "imgsz", None) if getattr(self.model, "fixed_input", False) else None
+        if fixed is not None:  # a static-shape exported model takes only its exported size
+            return tuple(int(t) for t in fixed)
         v = self._c("imgsz", 640)
         if isinstance(v, (int, np.integer)):
             v = (int(v), int(v))
@@ -163,6 +181,7 @@ class Predictor:
             return self.net
         if self.model is None:
             raise ValueError("Predictor needs a model")
+        import yoloseg.ops  # noqa: F401  (loads the compiled kernels now, not inside the first image's timing)
         from yoloseg.utils.torch_utils import select_device
 
         self.device = select_device(self._c("device", None))
@@ -212,7 +231,8 @@ class Predictor:
         return out[0], out[1]
 
     def postprocess(self, preds, x, frames) -> list:
-        fn = getattr(self.task, "postprocess", None) or segment_postprocess
+        fn = getattr(self.model, "postprocess", None) if not isinstance(self.model, torch.nn.Module) else None
+        fn = fn or getattr(self.task, "postprocess", None) or segment_postprocess  # end-to-end files bring theirs
         results_type = None
         if self.task is not None and getattr(self.task, "results", None) is not None:
             results_type = self.task.resolve("results")
