@@ -48,6 +48,7 @@ class YOLO:
         self._backend = None
         self._predictor = None
         self._predictor_key = None
+        self._task_given = task is not None
 
         if hasattr(model, "state_dict") and callable(getattr(model, "forward", None)):
             self.model, self.model_name = model, getattr(model, "yaml", {}).get("yaml_file", "model")
@@ -152,6 +153,11 @@ class YOLO:
                 raise NotImplementedError(f"running {self.exported_path!r} needs yoloseg.engine.exporter "
                                           f"({e})") from None
             self._backend = load_exported(self.exported_path, device=device, dnn=dnn)
+            file_task = getattr(self._backend, "task", None)
+            if not self._task_given and isinstance(file_task, str) and file_task != self._task.name:
+                from yoloseg.tasks import get_task
+
+                self._task = get_task(file_task)  # the task recorded in the exported file's metadata
         return self._backend
 
     def _engine_model(self, cfg):
@@ -193,8 +199,9 @@ class YOLO:
             raise ValueError("predict needs a source: an image, folder, glob, video, URL, array or a list of them")
         key = tuple(sorted((k, repr(v)) for k, v in vars(cfg).items() if k not in ("source", "stream")))
         if self._predictor is None or self._predictor_key != key:
+            model = self._engine_model(cfg)
             predictor_cls = self._task.resolve("predictor")
-            self._predictor = predictor_cls(cfg, self._engine_model(cfg), self._task)
+            self._predictor = predictor_cls(cfg, model, self._task)
             self._predictor_key = key
         return self._predictor(source, stream=stream)
 
@@ -204,8 +211,9 @@ class YOLO:
     def val(self, **kwargs):
         """Evaluate on a data split (the model's own training data by default); returns the metrics."""
         cfg = self._cfg("val", kwargs)
+        model = self._engine_model(cfg)
         validator_cls = self._task.resolve("validator")
-        validator = validator_cls(cfg, model=self._engine_model(cfg), task=self._task)
+        validator = validator_cls(cfg, model=model, task=self._task)
         self.metrics = validator()
         return self.metrics
 
