@@ -327,3 +327,18 @@ def test_predictor_does_not_modify_model():
     _pred(model=m, imgsz=64)(np.zeros((40, 50, 3), np.uint8))
     after = m.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_nonempty_matches_any():
+    from yoloseg.engine.predictor import _nonempty
+
+    g = torch.Generator().manual_seed(0)
+    for shape in [(7, 16, 24), (5, 3, 5), (0, 8, 8), (4, 448, 640)]:
+        m = torch.rand(shape, generator=g) > 0.9995
+        if shape[0] > 2:
+            m[1] = False
+            m[2] = False
+            m[2, -1, -1] = True  # last pixel only
+        assert torch.equal(_nonempty(m), m.flatten(1).any(1) if shape[0] else torch.zeros(0, dtype=torch.bool))
+        if shape[0] > 1:
+            assert torch.equal(_nonempty(m[1:]), m[1:].flatten(1).any(1))

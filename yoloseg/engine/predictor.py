@@ -191,6 +191,8 @@ class Predictor:
             if hasattr(net, "fuse") and not (hasattr(net, "is_fused") and net.is_fused()):
                 net = net.fuse()
             net = net.to(self.device).eval()
+        if self._c("show", False):
+            LOGGER.warning("show=True is not supported (no display in this OpenCV build); use save=True")
         self.half = bool(self._c("half", False))
         if self.half and self.device.type != "cuda":
             LOGGER.warning("half=True needs a CUDA device; running in float32")
