@@ -1,0 +1,484 @@
+"""Validation: run a model over a data split and report COCO box and mask mAP.
+
+``Validator(cfg, model=None, task=None, dataloader=None)`` then ``validator()`` (or ``.run()``) returns
+:class:`yoloseg.metrics.segment.SegmentMetrics`. Two ways to use it:
+
+* stand-alone (``yoloseg val``, ``YOLO(...).val()``): builds the loader of ``cfg.split`` of ``cfg.data``
+  (rectangular letterboxed batches of ``cfg.batch``), runs a fused copy of the model, and writes
+  ``predictions.json`` (``save_json``) and plots (``plots``) to ``runs/<task>/val{N}``;
+* inside training: the trainer passes its val ``dataloader`` once and calls ``validator(model=ema)`` every
+  epoch; the model is used as it is (no copy, no fusing) and its train/eval state is restored afterwards.
+
+Per batch: ``/255`` -> model -> ``ops.non_max_suppression`` (conf default 0.001, iou, max_det, classes,
+agnostic_nms) -> boxes mapped to the original image with the batch's ``ratio_pad`` (``ops.scale_boxes``);
+masks: ``coeffs @ protos`` upsampled bilinearly to the network input, the letterbox padding cut away,
+resized bilinearly to the original image size, thresholded at 0 and cropped to the original-image box,
+then run-length encoded. Ground truth comes from the YOLO label files at the original size (polygon ->
+RLE; see :class:`yoloseg.metrics.segment.SegmentEvaluator`), or from a COCO annotation file given as
+``coco_gt=`` or as the data YAML key ``coco_gt``. Everything is evaluated once by
+:func:`yoloseg.metrics.coco_evaluate` (box and mask), the numbers reported are COCO's. docs/val.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from yoloseg.metrics.confusion import ConfusionMatrix
+from yoloseg.metrics.segment import SegmentEvaluator, encode_masks
+
+__all__ = ["Validator", "masks_to_original", "assign_image_ids"]
+
+LOGGER = logging.getLogger("yoloseg")
+N_PLOT_BATCHES = 3
+MASK_CHUNK_ELEMS = 1 << 25  # mask bytes encoded at once (32 MB)
+
+
+def _get(cfg, key, default=None):
+    v = cfg.get(key, default) if isinstance(cfg, dict) else getattr(cfg, key, default)
+    return default if v is None else v
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def assign_image_ids(files) -> dict:
+    """Image file -> COCO image id: the file stem as an int when every stem is a distinct number (COCO's
+    own file names, e.g. ``000000030213.jpg`` -> 30213), else 1, 2, ... in sorted path order."""
+    files = sorted(set(str(f) for f in files))
+    stems = [Path(f).stem for f in files]
+    if stems and all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems):
+        return {f: int(s) for f, s in zip(files, stems)}
+    return {f: i + 1 for i, f in enumerate(files)}
+
+
+def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) weights of a 1-D bilinear resize with half-pixel centres (align_corners=False),
+    the interpolation ``torch.nn.functional.interpolate(mode="bilinear")`` applies along each axis."""
+    m = np.zeros((n_out, n_in), np.float32)
+    if n_in == n_out:
+        np.fill_diagonal(m, 1.0)
+        return m
+    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    j0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    j1 = np.minimum(j0 + 1, n_in - 1)
+    w1 = src - j0
+    rows = np.arange(n_out)
+    np.add.at(m, (rows, j0), 1.0 - w1)
+    np.add.at(m, (rows, j1), w1)
+    return m
+
+
+def _axis_map(n_proto: int, n_input: int, start: int, n_content: int, n_orig: int) -> np.ndarray:
+    """(n_orig, n_proto): proto axis -> input size, cut [start, start + n_content), -> original size."""
+    up = _resize_matrix(n_proto, n_input)[start : start + n_content]
+    return (_resize_matrix(n_content, n_orig) @ up).astype(np.float32)
+
+
+def masks_to_original(protos, coeffs, boxes_orig, input_hw, ratio_pad, orig_hw) -> list:
+    """RLEs of the detections' masks at the original image size.
+
+    protos (nm, h, w), coeffs (n, nm), boxes_orig (n, 4) xyxy in original pixels; ``ratio_pad`` =
+    ((gain_y, gain_x), (pad_left, pad_top)) maps original pixels to the input (``x * gain + pad``).
+    Meaning: the logit map ``coeffs @ protos`` is upsampled bilinearly to ``input_hw``, the letterboxed
+    image region is cut out and resized bilinearly to ``orig_hw``, thresholded (> 0) and cropped to the
+    box (column x kept when x1 <= x < x2, rows alike). Both resizes are separable linear maps, so they
+    are composed once per image into one (h0, h) and one (w0, w) matrix, and each detection's logits are
+    computed only inside its box.
+    """
+    n = len(coeffs)
+    if n == 0:
+        return []
+    h0, w0 = int(orig_hw[0]), int(orig_hw[1])
+    H, W = int(input_hw[0]), int(input_hw[1])
+    (gy, gx), (px, py) = ratio_pad
+    top, left = int(round(float(py))), int(round(float(px)))
+    nh = min(max(int(round(h0 * float(gy))), 1), H - top)
+    nw = min(max(int(round(w0 * float(gx))), 1), W - left)
+    nm, ph, pw = protos.shape
+    ay = _axis_map(ph, H, top, nh, h0)  # (h0, ph)
+    ax = _axis_map(pw, W, left, nw, w0)  # (w0, pw)
+    # proto rows/cols that each output row/col reads (contiguous, non-decreasing)
+    nzy, nzx = ay != 0, ax != 0
+    y_lo, y_hi = nzy.argmax(1), ph - nzy[:, ::-1].argmax(1)
+    x_lo, x_hi = nzx.argmax(1), pw - nzx[:, ::-1].argmax(1)
+    logits = (coeffs.float() @ protos.float().reshape(nm, -1)).reshape(n, ph, pw).cpu().numpy()
+    b = boxes_orig.detach().float().cpu().numpy().astype(np.float64)
+    r0 = np.clip(np.ceil(b[:, 1]), 0, h0).astype(int)
+    r1 = np.clip(np.ceil(b[:, 3]), 0, h0).astype(int)
+    c0 = np.clip(np.ceil(b[:, 0]), 0, w0).astype(int)
+    c1 = np.clip(np.ceil(b[:, 2]), 0, w0).astype(int)
+    chunk = max(1, MASK_CHUNK_ELEMS // (h0 * w0))
+    out = []
+    for s in range(0, n, chunk):
+        e = min(s + chunk, n)
+        canvas = np.zeros((e - s, h0, w0), np.uint8)
+        for k in range(s, e):
+            if r1[k] <= r0[k] or c1[k] <= c0[k]:
+                continue
+            py0, py1 = y_lo[r0[k]], y_hi[r1[k] - 1]
+            px0, px1 = x_lo[c0[k]], x_hi[c1[k] - 1]
+            win = ay[r0[k] : r1[k], py0:py1] @ logits[k, py0:py1, px0:px1] @ ax[c0[k] : c1[k], px0:px1].T
+            canvas[k - s, r0[k] : r1[k], c0[k] : c1[k]] = win > 0
+        out.extend(encode_masks(canvas))
+    return out
+
+
+def _classes(v):
+    if v is None:
+        return None
+    if isinstance(v, (int, np.integer)):
+        return [int(v)]
+    return [int(c) for c in v]
+
+
+class Validator:
+    """COCO box and mask evaluation of a segmentation model (see the module docstring).
+
+    Args:
+        cfg: settings namespace or dict; keys read: data, split, imgsz, batch, workers, device, half, conf,
+            iou, max_det, classes, agnostic_nms, single_cls, save_json, plots, project, name, exist_ok,
+            verbose, model (when no model object is given).
+        model: the model (eval forward -> (pred, protos)), or None to load ``cfg.model`` or to receive it in
+            ``__call__``.
+        task: the :class:`yoloseg.tasks.Task` (its name names the runs folder).
+        dataloader: an existing val loader (the trainer's); ``cfg.data`` is then not read.
+        coco_gt: path of a COCO instances JSON to evaluate against instead of the YOLO labels.
+    """
+
+    def __init__(self, cfg=None, model=None, task=None, dataloader=None, save_dir=None, coco_gt=None):
+        self.cfg = cfg if cfg is not None else SimpleNamespace()
+        self.model = model
+        self.task = task
+        self.dataloader = dataloader
+        self.save_dir = Path(save_dir) if save_dir is not None else None
+        self.coco_gt = coco_gt
+        self.metrics = None
+        self.speed = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
+        self.evaluator = None
+        self.confusion = None
+        self.problems: list[tuple[str, str]] = []
+
+    def _c(self, key, default=None):
+        return _get(self.cfg, key, default)
+
+    def __call__(self, model=None, trainer=None):
+        return self.run(model)
+
+    # ------------------------------------------------------------------ set-up
+    def _resolve_model(self, model):
+        model = model if model is not None else self.model
+        if model is None:
+            path = self._c("model")
+            if not path or not str(path).endswith(".pt"):
+                raise ValueError(f"val needs a model: a checkpoint path (model=...) or a model object, got {path!r}")
+            from yoloseg.checkpoints import load_checkpoint
+
+            model, _ = load_checkpoint(str(path))
+        return model
+
+    def _prepare(self, model, external: bool):
+        """-> (net, device, restore callback)."""
+        from yoloseg.utils.torch_utils import select_device
+
+        if not isinstance(model, torch.nn.Module):
+            device = select_device(self._c("device"))
+            return model, device, lambda: None
+        params = next(model.parameters(), None)
+        if external:
+            device = params.device if params is not None else torch.device("cpu")
+            was = model.training
+            model.eval()
+            return model, device, (lambda: model.train(was))
+        device = select_device(self._c("device"))
+        net = copy.deepcopy(model)
+        if hasattr(net, "fuse") and not (hasattr(net, "is_fused") and net.is_fused()):
+            net = net.fuse()
+        net = net.float().to(device).eval()
+        return net, device, lambda: None
+
+    def _stride(self, model) -> int:
+        s = getattr(model, "stride", None)
+        if s is None:
+            return 32
+        return max(int(torch.as_tensor(s).max()) if not isinstance(s, (int, float)) else int(s), 32)
+
+    def _build_loader(self, model):
+        from yoloseg.data import build_dataloader, build_dataset, check_data_yaml
+
+        data_arg = self._c("data")
+        if not data_arg:
+            raise ValueError("val needs data=<data YAML>; this model does not remember one")
+        data = check_data_yaml(data_arg)
+        if self._c("single_cls", False):
+            data["names"], data["nc"] = {0: "item"}, 1
+        split = str(self._c("split", "val"))
+        if not data.get(split):
+            raise ValueError(f"data: {data.get('yaml_file')} has no '{split}' split")
+        stride = self._stride(model)
+        imgsz = self._c("imgsz", 640)
+        imgsz = max(imgsz) if isinstance(imgsz, (list, tuple)) else int(imgsz)
+        imgsz = max(-(-int(imgsz) // stride) * stride, stride)
+        bs = self._c("batch", 16)
+        bs = int(bs) if float(bs) >= 1 else 16
+        rect = not getattr(model, "fixed_input", False)
+        cfg = SimpleNamespace(**{**(vars(self.cfg) if not isinstance(self.cfg, dict) else self.cfg),
+                                 "imgsz": imgsz, "batch": bs})
+        dataset = build_dataset(data, split, cfg, augment=False, batch=bs, stride=stride, rect=rect)
+        workers = int(self._c("workers", 0) or 0)
+        loader = build_dataloader(dataset, bs, workers=workers, shuffle=False,
+                                  pin_memory=False if self._c("device") in (None, "cpu") else None)
+        return loader, data
+
+    def _make_evaluator(self, dataset, data) -> SegmentEvaluator:
+        names = {int(k): str(v) for k, v in dataset.names.items()}
+        coco_gt = self.coco_gt or (data or {}).get("coco_gt")
+        if coco_gt:
+            return self._coco_gt_evaluator(coco_gt, dataset, names, data)
+        return SegmentEvaluator(names)
+
+    def _coco_gt_evaluator(self, coco_gt, dataset, names, data) -> SegmentEvaluator:
+        p = Path(str(coco_gt)).expanduser()
+        if not p.is_absolute() and data is not None:
+            p = Path(data.get("path", ".")) / p
+        if not p.is_file():
+            raise FileNotFoundError(f"coco_gt: no such file: {p}")
+        gt = json.loads(p.read_text())
+        cats = sorted(int(c["id"]) for c in gt.get("categories", []))
+        if len(cats) != len(names):
+            raise ValueError(f"coco_gt {p}: {len(cats)} categories but the data set has {len(names)} classes; "
+                             "class index i is mapped to the i-th category id in ascending order")
+        mapping = {i: cats[i] for i in sorted(names)}
+        cat_names = {int(c["id"]): c.get("name") for c in gt["categories"]}
+        differ = [i for i in names if cat_names.get(mapping[i]) not in (None, names[i])]
+        if differ:
+            LOGGER.warning(f"coco_gt {p}: {len(differ)} class names differ from the category names "
+                           f"(first: class {differ[0]} {names[differ[0]]!r} -> category {mapping[differ[0]]} "
+                           f"{cat_names.get(mapping[differ[0]])!r})")
+        ev = SegmentEvaluator(names, mapping)
+        ev.coco_source = str(p)
+        ev.coco_images = {Path(im["file_name"]).name: im for im in gt.get("images", [])}
+        ev.coco_anns = {}
+        for a in gt.get("annotations", []):
+            ev.coco_anns.setdefault(int(a["image_id"]), []).append(a)
+        return ev
+
+    # ------------------------------------------------------------------ running
+    def run(self, model=None):
+        model = self._resolve_model(model)
+        external = self.dataloader is not None
+        net, device, restore = self._prepare(model, external)
+        try:
+            if external:
+                loader, data = self.dataloader, None
+            else:
+                loader, data = self._build_loader(model)
+            dataset = loader.dataset
+            self.evaluator = ev = self._make_evaluator(dataset, data)
+            self.confusion = ConfusionMatrix(ev.nc)
+            self._check_classes(model, ev)
+            self._loop(net, device, loader, dataset, ev, external)
+        finally:
+            restore()
+        return self._finish(ev, external)
+
+    def _check_classes(self, model, ev):
+        nc = getattr(model, "nc", None)
+        if nc is None and getattr(model, "names", None):
+            nc = len(model.names)
+        if nc is not None and int(nc) != ev.nc:
+            LOGGER.warning(f"the model has {nc} classes but the data set {ev.nc}: detections of class i are "
+                           f"scored as data set class i")
+
+    def _inference(self, net, x):
+        out = net(x)
+        if isinstance(out, dict):
+            out = out.get("one2many", out)
+        if isinstance(out, (list, tuple)) and len(out) == 2 and isinstance(out[0], (list, tuple)):
+            out = out[0]
+        return out[0], out[1]
+
+    def _loop(self, net, device, loader, dataset, ev, external):
+        from yoloseg import ops
+
+        labels = {lab["im_file"]: lab for lab in getattr(dataset, "labels", [])}
+        ids = assign_image_ids(getattr(dataset, "im_files", labels.keys()))
+        coco_images = getattr(ev, "coco_images", None)
+        half = bool(self._c("half", False)) and device.type == "cuda" and isinstance(net, torch.nn.Module)
+        if half:
+            net = net.half()
+        conf = float(self._c("conf", 0.001))
+        iou = float(self._c("iou", 0.7))
+        max_det = int(self._c("max_det", 300))
+        classes = _classes(self._c("classes"))
+        agnostic = bool(self._c("agnostic_nms", False))
+        plots = bool(self._c("plots", False)) and not external
+        verbose = bool(self._c("verbose", True))
+        self.seen, self.n_nonfinite = 0, 0
+        seen_files = set()
+        totals = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
+        bar = None
+        if verbose:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(loader), file=sys.stderr, desc=f"{'val':>11}", unit="batch", leave=not external,
+                       dynamic_ncols=True, mininterval=0.5)
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        try:
+            for bi, batch in enumerate(loader):
+                if batch is None or len(batch.get("img", ())) == 0:
+                    continue
+                t0 = time.perf_counter()
+                img = batch["img"].to(device, non_blocking=device.type == "cuda")
+                x = (img.half() if half else img.float()) / 255
+                sync()
+                t1 = time.perf_counter()
+                with torch.inference_mode():
+                    pred, protos = self._inference(net, x)
+                    sync()
+                    t2 = time.perf_counter()
+                    pred, protos = pred.float(), protos.float()
+                    pred = self._drop_nonfinite(pred, conf, batch)
+                    dets = ops.non_max_suppression(pred, conf_thres=conf, iou_thres=iou, classes=classes,
+                                                   agnostic=agnostic, max_det=max_det, nm=protos.shape[1])
+                    input_hw = tuple(x.shape[-2:])
+                    for i, det in enumerate(dets):
+                        f = batch["im_file"][i]
+                        if f in seen_files:  # a substitute for an unreadable image: counted once
+                            continue
+                        seen_files.add(f)
+                        self._add_image(ev, f, ids, labels, coco_images, batch, i, det, protos[i], input_hw, ops)
+                    if plots and bi < N_PLOT_BATCHES:
+                        self._plot_batch(bi, batch, dets, protos, input_hw, ops)
+                    sync()
+                t3 = time.perf_counter()
+                n = len(dets)
+                self.seen += n
+                for k, dt in zip(totals, (t1 - t0, t2 - t1, t3 - t2)):
+                    totals[k] += dt * 1e3
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        if self.seen:
+            self.speed = {k: v / self.seen for k, v in totals.items()}
+
+    def _drop_nonfinite(self, pred, conf, batch):
+        """Anchors with a non-finite box, score or coefficient get score 0 (so NMS never sees them)."""
+        ok = torch.isfinite(pred).all(1)  # (B, A)
+        if bool(ok.all()):
+            return pred
+        bad = ~ok
+        for i in range(pred.shape[0]):
+            nb = int(bad[i].sum())
+            if nb:
+                self.n_nonfinite += nb
+                self.problems.append((batch["im_file"][i], f"{nb} predictions with NaN/inf values ignored"))
+        return torch.where(bad[:, None, :], torch.zeros((), dtype=pred.dtype, device=pred.device), pred)
+
+    def _add_image(self, ev, f, ids, labels, coco_images, batch, i, det, protos_i, input_hw, ops):
+        ori = tuple(int(v) for v in batch["ori_shape"][i][:2])
+        if coco_images is not None:
+            im = coco_images.get(Path(f).name)
+            if im is None:
+                self.problems.append((f, "not in the coco_gt file: image skipped"))
+                return
+            image_id = int(im["id"])
+            ev.add_coco_annotations(im, ev.coco_anns.get(image_id, []))
+        else:
+            image_id = ids.get(f)
+            if image_id is None:
+                image_id = max(ids.values(), default=0) + 1
+                ids[f] = image_id
+            lab = labels.get(f, {"cls": [], "segments": []})
+            polys = [np.asarray(s, np.float64).reshape(-1, 2) * (ori[1], ori[0]) for s in lab["segments"]]
+            ev.add_ground_truth(image_id, ori, lab["cls"], polys, file_name=Path(f).name)
+        if len(det):
+            boxes = ops.scale_boxes(input_hw, det[:, :4].clone(), ori, ratio_pad=batch["ratio_pad"][i])
+            rles = masks_to_original(protos_i, det[:, 6:], boxes, input_hw, batch["ratio_pad"][i], ori)
+            ev.add_predictions(image_id, boxes, det[:, 4], det[:, 5], rles)
+        else:
+            boxes = det[:, :4]
+        gcls, gbox = ev._gt[image_id][0], ev._gt[image_id][1]
+        gxyxy = np.concatenate([gbox[:, :2], gbox[:, :2] + gbox[:, 2:]], 1) if len(gbox) else np.zeros((0, 4))
+        keep = ~ev._gt[image_id][3]
+        self.confusion.process(boxes.cpu().numpy(), det[:, 4].cpu().numpy(), det[:, 5].cpu().numpy(),
+                               gxyxy[keep], gcls[keep])
+
+    def _plot_batch(self, bi, batch, dets, protos, input_hw, ops):
+        try:
+            from yoloseg.utils.plot_val import plot_val_batch
+
+            plot_val_batch(self._ensure_save_dir(), bi, batch, dets, protos, input_hw, self.evaluator.names)
+        except ImportError:
+            pass
+        except Exception as e:  # a picture must never stop an evaluation
+            LOGGER.warning(f"val batch {bi} images not drawn: {e}")
+
+    # ------------------------------------------------------------------ results
+    def _ensure_save_dir(self) -> Path:
+        if self.save_dir is None:
+            from yoloseg.utils.files import increment_path
+
+            task = getattr(self.task, "name", None) or "segment"
+            project = self._c("project") or Path("runs") / task
+            name = self._c("name") or "val"
+            self.save_dir = increment_path(Path(project) / name, exist_ok=bool(self._c("exist_ok", False)))
+        self.save_dir.mkdir(parents=True, exist_ok=True)
+        return self.save_dir
+
+    def _finish(self, ev, external):
+        results = ev.coco_results()
+        m = ev.evaluate(results)
+        m.speed = dict(self.speed)
+        m.confusion_matrix = self.confusion
+        self.problems.extend(ev.problems)
+        verbose = bool(self._c("verbose", True))
+        if not external and (bool(self._c("save_json", False)) or bool(self._c("plots", False))):
+            m.save_dir = self._ensure_save_dir()
+        if not external and bool(self._c("save_json", False)):
+            from yoloseg.utils.files import atomic_write_bytes
+
+            path = m.save_dir / "predictions.json"
+            atomic_write_bytes(path, json.dumps(results).encode())
+            if verbose:
+                _log(f"Saved {len(results)} COCO results to {path}")
+        if not external and bool(self._c("plots", False)):
+            try:
+                from yoloseg.utils.plot_val import plot_metrics
+
+                plot_metrics(m.save_dir, m, self.confusion)
+            except ImportError:
+                pass
+            except Exception as e:  # a picture must never stop an evaluation
+                LOGGER.warning(f"val plots not drawn: {e}")
+        if verbose:
+            self._report(m, external)
+        self.metrics = m
+        return m
+
+    def _report(self, m, external):
+        text = m.table()
+        if external:
+            text = "\n".join(text.splitlines()[:2])
+        _log(text)
+        if self.problems:
+            shown = "; ".join(f"{Path(str(f)).name}: {msg}" for f, msg in self.problems[:5])
+            more = f" (+{len(self.problems) - 5} more)" if len(self.problems) > 5 else ""
+            _log(f"WARNING: {len(self.problems)} problem(s) during validation: {shown}{more}")
+        if not external:
+            s = m.speed
+            _log(f"Speed: {s['preprocess']:.1f}ms preprocess, {s['inference']:.1f}ms inference, "
+                 f"{s['postprocess']:.1f}ms postprocess per image")
+            if m.save_dir is not None:
+                _log(f"Results saved to {m.save_dir}")
