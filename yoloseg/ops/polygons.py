@@ -1,0 +1,79 @@
+"""Mask -> polygon face.
+
+Each mask is traced with cv2.findContours(RETR_EXTERNAL, CHAIN_APPROX_SIMPLE) on the window of
+its nonzero pixels only (grown by one pixel so the contour tracer sees the same neighbourhood as
+on the full image), and the points are shifted back. The reference traces the full image; both
+give the same polygons.
+
+Strategies: "largest" keeps the outer contour with the largest area (cv2.contourArea; ties go to
+the contour with more points, then to the first one found), "all" joins every outer contour,
+in OpenCV's order, into one polygon (reference.join_contours). Coordinates are (x, y) pixel
+indices of the mask's own grid; scaling to original-image pixels is the caller's job.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from yoloseg.ops import reference
+from yoloseg.ops._compiled import C, has_family, num_threads
+
+__all__ = ["masks_to_polygons"]
+
+STRATEGIES = ("largest", "all")
+
+
+def _as_uint8(masks) -> np.ndarray:
+    if isinstance(masks, torch.Tensor):
+        if masks.is_floating_point() or masks.is_complex():
+            raise ValueError(f"masks must be a bool or integer tensor, got {masks.dtype}")
+        arr = masks.detach().cpu()
+        arr = (arr != 0).numpy().view(np.uint8) if arr.dtype != torch.uint8 else arr.numpy()
+    elif isinstance(masks, np.ndarray):
+        if masks.dtype.kind not in "biu":
+            raise ValueError(f"masks must be a bool or integer array, got {masks.dtype}")
+        arr = masks if masks.dtype == np.uint8 else (masks != 0).view(np.uint8)
+    else:
+        raise ValueError(f"masks must be a torch.Tensor or numpy.ndarray, got {type(masks).__name__}")
+    if arr.ndim != 3:
+        raise ValueError(f"masks must have shape (N, H, W), got {tuple(arr.shape)}")
+    return np.ascontiguousarray(arr)
+
+
+def _windows(arr: np.ndarray) -> np.ndarray:
+    """(N, 4) int64 [x0, y0, x1, y1) of the nonzero pixels of each mask (x1 = 0 when empty)."""
+    if has_family("polygons"):
+        return C.mask_windows(arr, num_threads())
+    n = arr.shape[0]
+    out = np.zeros((n, 4), dtype=np.int64)
+    rows, cols = arr.any(2), arr.any(1)
+    for i in range(n):
+        ys, xs = np.flatnonzero(rows[i]), np.flatnonzero(cols[i])
+        if ys.size:
+            out[i] = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1)
+    return out
+
+
+def masks_to_polygons(masks, strategy="largest"):
+    """Outer contours of each mask (N, H, W) -> list of N float32 arrays (K, 2) of (x, y) points.
+
+    An empty mask gives a (0, 2) array. See the module docstring for the strategies.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    arr = _as_uint8(masks)
+    n, h, w = arr.shape
+    wins = _windows(arr)
+    out = []
+    for i in range(n):
+        x0, y0, x1, y1 = (int(v) for v in wins[i])
+        if x1 <= x0:
+            out.append(np.zeros((0, 2), dtype=np.float32))
+            continue
+        x0, y0, x1, y1 = max(x0 - 1, 0), max(y0 - 1, 0), min(x1 + 1, w), min(y1 + 1, h)
+        crop = np.ascontiguousarray(arr[i, y0:y1, x0:x1])
+        contours = cv2.findContours(crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0))[0]
+        out.append(reference.select_contours(contours, strategy))
+    return out
