@@ -1,5 +1,6 @@
-// COCO evaluation (see coco_eval.h): a streaming JSON reader for COCO files, pycocotools' loading
-// rules, per image/category IoU and greedy matching, and accumulation. Bindings: family "coco_eval".
+// COCO evaluation (see coco_eval.h): pycocotools' loading rules, per image/category IoU and greedy
+// matching, and accumulation, on annotations read straight from the JSON text (coco_json.h).
+// Bindings: family "coco_eval".
 #include "coco_eval.h"
 
 #include <pybind11/numpy.h>
@@ -7,9 +8,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <numeric>
 #include <string_view>
@@ -19,284 +18,54 @@
 #include <omp.h>
 #endif
 
+#include "coco_json.h"
 #include "registry.h"
 #include "rle.h"
+
+// Bit-exact arithmetic with the COCO tools: never fuse a*b+c into one rounding.
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
 
 namespace yoloseg {
 namespace coco {
 namespace {
 
 using Counts = rle::Counts;
-constexpr int kParallelGroups = 256;  // below this many image/category groups, stay single-threaded
+constexpr size_t kParallelMin = 64;  // below this many work items, stay single-threaded
 
 [[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
 
 // ---------------------------------------------------------------------------------------------
-// JSON reader: a cursor over the text with just enough structure for COCO files. Accepts what
-// Python's json module accepts (including NaN / Infinity); unknown keys are skipped.
-struct Number {
-  double d = 0;
-  int64_t i = 0;
-  bool is_int = false;
-  bool valid = false;  // false for null
-};
-
-class Cursor {
- public:
-  Cursor(const char* s, size_t n, const char* name) : p_(s), begin_(s), end_(s + n), name_(name) {}
-
-  [[noreturn]] void error(const char* what) const {
-    fail(std::string(name_) + ": invalid JSON (" + what + ") at byte " + std::to_string(p_ - begin_));
-  }
-  void ws() {
-    while (p_ < end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\r' || *p_ == '\t')) ++p_;
-  }
-  char peek() {
-    ws();
-    return p_ < end_ ? *p_ : '\0';
-  }
-  void expect(char c) {
-    ws();
-    if (p_ >= end_ || *p_ != c) error("unexpected character");
-    ++p_;
-  }
-  bool at_end() {
-    ws();
-    return p_ >= end_;
-  }
-  // Containers: `bool first = true; while (next_in_array(first)) {...}` after consuming '['.
-  bool next_in_array(bool& first) {
-    char c = peek();
-    if (c == ']') {
-      ++p_;
-      return false;
-    }
-    if (!first) {
-      if (c != ',') error("expected ',' or ']'");
-      ++p_;
-    }
-    first = false;
-    return true;
-  }
-  bool next_key(bool& first, std::string_view& key) {
-    char c = peek();
-    if (c == '}') {
-      ++p_;
-      return false;
-    }
-    if (!first) {
-      if (c != ',') error("expected ',' or '}'");
-      ++p_;
-    }
-    first = false;
-    key = string(key_buf_);
-    expect(':');
-    return true;
-  }
-  // A string; the view points into the text or, when it had escapes, into `buf`.
-  std::string_view string(std::string& buf) {
-    ws();
-    if (p_ >= end_ || *p_ != '"') error("expected a string");
-    const char* s = ++p_;
-    while (p_ < end_ && *p_ != '"' && *p_ != '\\') ++p_;
-    if (p_ >= end_) error("unterminated string");
-    if (*p_ == '"') return std::string_view(s, static_cast<size_t>(p_++ - s));
-    buf.assign(s, p_);
-    while (true) {
-      if (p_ >= end_) error("unterminated string");
-      char c = *p_++;
-      if (c == '"') break;
-      if (c != '\\') {
-        buf.push_back(c);
-        continue;
-      }
-      if (p_ >= end_) error("unterminated string");
-      char e = *p_++;
-      switch (e) {
-        case '"': buf.push_back('"'); break;
-        case '\\': buf.push_back('\\'); break;
-        case '/': buf.push_back('/'); break;
-        case 'b': buf.push_back('\b'); break;
-        case 'f': buf.push_back('\f'); break;
-        case 'n': buf.push_back('\n'); break;
-        case 'r': buf.push_back('\r'); break;
-        case 't': buf.push_back('\t'); break;
-        case 'u': {
-          uint32_t cp = hex4();
-          if (cp >= 0xD800 && cp < 0xDC00 && p_ + 1 < end_ && p_[0] == '\\' && p_[1] == 'u') {
-            p_ += 2;
-            uint32_t lo = hex4();
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-          }
-          utf8(cp, buf);
-          break;
-        }
-        default: error("bad escape");
-      }
-    }
-    return buf;
-  }
-  Number number() {
-    ws();
-    Number n;
-    if (p_ >= end_) error("expected a value");
-    const char c = *p_;
-    if (c == 'n') return literal("null", n);
-    if (c == 't') {
-      literal("true", n);
-      n.i = 1, n.d = 1, n.is_int = true;
-      return n;
-    }
-    if (c == 'f') {
-      literal("false", n);
-      n.is_int = true;
-      n.valid = true;
-      return n;
-    }
-    if (c == 'N') {
-      literal("NaN", n);
-      n.d = std::numeric_limits<double>::quiet_NaN();
-      n.valid = true;
-      return n;
-    }
-    if (c == 'I' || (c == '-' && p_ + 1 < end_ && p_[1] == 'I')) {
-      bool neg = c == '-';
-      p_ += neg;
-      literal("Infinity", n);
-      n.d = neg ? -std::numeric_limits<double>::infinity() : std::numeric_limits<double>::infinity();
-      n.valid = true;
-      return n;
-    }
-    const char* s = p_;
-    bool integral = true;
-    while (p_ < end_) {
-      char d = *p_;
-      if ((d >= '0' && d <= '9') || d == '-' || d == '+') {
-        ++p_;
-      } else if (d == '.' || d == 'e' || d == 'E') {
-        integral = false;
-        ++p_;
-      } else {
-        break;
-      }
-    }
-    if (p_ == s) error("expected a number");
-    n.valid = true;
-    if (integral) {
-      auto r = std::from_chars(s, p_, n.i);
-      if (r.ec == std::errc() && r.ptr == p_) {
-        n.is_int = true;
-        n.d = static_cast<double>(n.i);
-        return n;
-      }
-    }
-    auto r = std::from_chars(s, p_, n.d);
-    if (r.ptr != p_ || (r.ec != std::errc() && r.ec != std::errc::result_out_of_range))
-      error("bad number");
-    if (r.ec == std::errc::result_out_of_range) n.d = std::strtod(std::string(s, p_).c_str(), nullptr);
-    return n;
-  }
-  // Skip any value.
-  void skip() {
-    char c = peek();
-    if (c == '"') {
-      ++p_;
-      while (p_ < end_ && *p_ != '"') p_ += (*p_ == '\\') ? 2 : 1;
-      if (p_ >= end_) error("unterminated string");
-      ++p_;
-    } else if (c == '{') {
-      ++p_;
-      bool first = true;
-      std::string_view k;
-      while (next_key(first, k)) skip();
-    } else if (c == '[') {
-      ++p_;
-      bool first = true;
-      while (next_in_array(first)) skip();
-    } else {
-      number();
-    }
-  }
-  // Numbers of an array (nulls read as NaN); returns the count.
-  size_t number_array(std::vector<double>& out) {
-    expect('[');
-    bool first = true;
-    size_t n = 0;
-    while (next_in_array(first)) {
-      Number v = number();
-      out.push_back(v.valid ? v.d : std::numeric_limits<double>::quiet_NaN());
-      ++n;
-    }
-    return n;
-  }
-  const char* name() const { return name_; }
-
- private:
-  Number& literal(const char* word, Number& n) {
-    size_t len = std::strlen(word);
-    if (static_cast<size_t>(end_ - p_) < len || std::memcmp(p_, word, len) != 0) error("bad literal");
-    p_ += len;
-    return n;
-  }
-  uint32_t hex4() {
-    if (end_ - p_ < 4) error("bad \\u escape");
-    uint32_t v = 0;
-    for (int i = 0; i < 4; ++i) {
-      char c = *p_++;
-      v <<= 4;
-      if (c >= '0' && c <= '9') v |= c - '0';
-      else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
-      else if (c >= 'A' && c <= 'F') v |= c - 'A' + 10;
-      else error("bad \\u escape");
-    }
-    return v;
-  }
-  static void utf8(uint32_t cp, std::string& b) {
-    if (cp < 0x80) {
-      b.push_back(static_cast<char>(cp));
-    } else if (cp < 0x800) {
-      b.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-      b.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else if (cp < 0x10000) {
-      b.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-      b.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-      b.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else {
-      b.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-      b.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-      b.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-      b.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    }
-  }
-
-  const char* p_;
-  const char* begin_;
-  const char* end_;
-  const char* name_;
-  std::string key_buf_;
-};
-
-// ---------------------------------------------------------------------------------------------
 // Parsed annotations (ground truth and detections share the record).
-enum SegKind : uint8_t { kSegNone = 0, kSegPolys = 1, kSegRle = 2 };
+enum SegKind : uint8_t {
+  kSegNone = 0,    // no segmentation key
+  kSegSkipped,     // present but not read (not needed)
+  kSegPolys,       // polygons: [seg_begin, seg_end) in Store::polys
+  kSegCounts,      // uncompressed RLE: [seg_begin, seg_end) in Store::counts
+  kSegText,        // compressed RLE: the JSON string's raw text [seg_begin, seg_end) in the source
+};
 
 struct Ann {
   int64_t id = 0, image_id = 0, category_id = 0;
   double iscrowd = 0, area = 0, score = 0;
   double bbox[4] = {0, 0, 0, 0};
-  int bbox_len = -1;  // -1: no bbox key
-  bool has_id = false, has_image = false, has_cat = false, has_area = false, has_score = false;
-  bool has_caption = false, has_keypoints = false;
+  int32_t bbox_len = -1;  // -1: no bbox key
   uint8_t seg = kSegNone;
-  uint64_t seg_h = 0, seg_w = 0;
-  size_t seg_begin = 0, seg_end = 0;  // polygons: range in Store::polys; RLE: range in Store::counts
+  bool has_id = false, has_image = false, has_cat = false, has_area = false, has_score = false;
+  bool has_caption = false;
+  uint32_t seg_h = 0, seg_w = 0;
+  size_t seg_begin = 0, seg_end = 0;
 };
 
 struct Store {
+  const char* text = nullptr;  // the JSON source (compressed RLE strings point into it)
   std::vector<Ann> anns;
   std::vector<double> coords;                    // polygon coordinates
   std::vector<std::pair<size_t, size_t>> polys;  // (begin, size) in coords
-  Counts counts;                                 // RLE counts arena
+  Counts counts;                                 // uncompressed RLE counts
 };
 
 int64_t read_id(Cursor& c, const char* what) {
@@ -308,8 +77,8 @@ int64_t read_id(Cursor& c, const char* what) {
   fail(std::string(c.name()) + ": '" + what + "' must be an integer");
 }
 
-void read_segmentation(Cursor& c, Ann& a, Store& st, std::string& buf) {
-  char k = c.peek();
+void read_segmentation(Cursor& c, Ann& a, Store& st, const char* base) {
+  const char k = c.peek();
   if (k == '[') {
     c.expect('[');
     a.seg = kSegPolys;
@@ -324,34 +93,35 @@ void read_segmentation(Cursor& c, Ann& a, Store& st, std::string& buf) {
     a.seg_end = st.polys.size();
   } else if (k == '{') {
     c.expect('{');
-    bool first = true;
+    bool first = true, have_counts = false, have_size = false;
     std::string_view key;
-    bool have_counts = false, have_size = false;
-    a.seg_begin = st.counts.size();
     while (c.next_key(first, key)) {
       if (key == "size") {
-        std::vector<double> sz;
-        if (c.number_array(sz) != 2 || !(sz[0] >= 0) || !(sz[1] >= 0))
+        double sz[2];
+        if (c.number_array(sz, 2) != 2 || !(sz[0] >= 0 && sz[0] < 4294967296.0) ||
+            !(sz[1] >= 0 && sz[1] < 4294967296.0))
           fail(std::string(c.name()) + ": RLE 'size' must be [h, w]");
-        a.seg_h = static_cast<uint64_t>(sz[0]);
-        a.seg_w = static_cast<uint64_t>(sz[1]);
+        a.seg_h = static_cast<uint32_t>(sz[0]);
+        a.seg_w = static_cast<uint32_t>(sz[1]);
         have_size = true;
       } else if (key == "counts") {
-        st.counts.resize(a.seg_begin);
         if (c.peek() == '"') {
-          std::string_view s = c.string(buf);
-          Counts tmp;
-          rle::from_string(s.data(), s.size(), tmp);
-          st.counts.insert(st.counts.end(), tmp.begin(), tmp.end());
+          std::string_view raw = c.raw_string();
+          a.seg = kSegText;
+          a.seg_begin = static_cast<size_t>(raw.data() - base);
+          a.seg_end = a.seg_begin + raw.size();
         } else {
+          a.seg = kSegCounts;
+          a.seg_begin = st.counts.size();
           c.expect('[');
           bool f2 = true;
           while (c.next_in_array(f2)) {
             Number v = c.number();
-            if (!v.valid || v.d < 0 || v.d > 4294967295.0)
+            if (!v.valid || !(v.d >= 0 && v.d <= 4294967295.0))
               fail(std::string(c.name()) + ": RLE counts must be integers in [0, 2**32)");
             st.counts.push_back(static_cast<uint32_t>(v.is_int ? v.i : static_cast<int64_t>(v.d)));
           }
+          a.seg_end = st.counts.size();
         }
         have_counts = true;
       } else {
@@ -360,16 +130,14 @@ void read_segmentation(Cursor& c, Ann& a, Store& st, std::string& buf) {
     }
     if (!have_counts || !have_size)
       fail(std::string(c.name()) + ": an RLE segmentation needs 'size' and 'counts'");
-    a.seg = kSegRle;
-    a.seg_end = st.counts.size();
   } else {
     Number n = c.number();
     if (n.valid) fail(std::string(c.name()) + ": unsupported segmentation");
   }
 }
 
-// One annotation or detection object. `want_seg` false skips segmentations (bbox evaluation).
-void read_ann(Cursor& c, Store& st, bool want_seg, std::string& buf) {
+// One annotation or result object; segmentations are read only when `want_seg`.
+void read_ann(Cursor& c, Store& st, bool want_seg, const char* base) {
   st.anns.emplace_back();
   Ann& a = st.anns.back();
   c.expect('{');
@@ -382,14 +150,28 @@ void read_ann(Cursor& c, Store& st, bool want_seg, std::string& buf) {
     } else if (key == "category_id") {
       a.category_id = read_id(c, "category_id");
       a.has_cat = true;
-    } else if (key == "id") {
-      Number n = c.number();
-      a.has_id = n.valid;
-      a.id = n.is_int ? n.i : static_cast<int64_t>(n.d);
     } else if (key == "score") {
       Number n = c.number();
       a.has_score = n.valid;
       a.score = n.valid ? n.d : std::numeric_limits<double>::quiet_NaN();
+    } else if (key == "bbox") {
+      if (c.peek() != '[') {
+        c.skip();
+        a.bbox_len = 0;
+      } else {
+        a.bbox_len = static_cast<int32_t>(c.number_array(a.bbox, 4));
+      }
+    } else if (key == "segmentation") {
+      if (want_seg) {
+        read_segmentation(c, a, st, base);
+      } else {
+        c.skip();
+        a.seg = kSegSkipped;
+      }
+    } else if (key == "id") {
+      Number n = c.number();
+      a.has_id = n.valid;
+      a.id = n.is_int ? n.i : static_cast<int64_t>(n.d);
     } else if (key == "area") {
       Number n = c.number();
       a.has_area = n.valid;
@@ -397,28 +179,8 @@ void read_ann(Cursor& c, Store& st, bool want_seg, std::string& buf) {
     } else if (key == "iscrowd") {
       Number n = c.number();
       a.iscrowd = n.valid ? n.d : 0;
-    } else if (key == "bbox") {
-      if (c.peek() != '[') {
-        c.skip();
-        a.bbox_len = 0;
-        continue;
-      }
-      std::vector<double> v;
-      v.reserve(4);
-      a.bbox_len = static_cast<int>(c.number_array(v));
-      for (int i = 0; i < 4 && i < a.bbox_len; ++i) a.bbox[i] = v[i];
-    } else if (key == "segmentation") {
-      if (want_seg)
-        read_segmentation(c, a, st, buf);
-      else {
-        c.skip();
-        a.seg = kSegPolys;  // present, content unused
-      }
     } else if (key == "caption") {
       a.has_caption = true;
-      c.skip();
-    } else if (key == "keypoints") {
-      a.has_keypoints = true;
       c.skip();
     } else {
       c.skip();
@@ -427,9 +189,9 @@ void read_ann(Cursor& c, Store& st, bool want_seg, std::string& buf) {
 }
 
 struct Image {
-  int64_t id;
-  double h, w;
-  bool has_size;
+  int64_t id = 0;
+  double h = 0, w = 0;
+  bool has_size = false;
 };
 
 struct GtFile {
@@ -440,11 +202,11 @@ struct GtFile {
 
 void parse_gt(const char* s, size_t n, bool want_seg, GtFile& gt) {
   Cursor c(s, n, "gt");
-  std::string buf;
+  gt.store.text = s;
+  if (c.peek() != '{') fail("gt: a COCO file must be a JSON object");
   c.expect('{');
-  bool first = true;
+  bool first = true, seen_images = false;
   std::string_view key;
-  bool seen_images = false, seen_anns = false, seen_cats = false;
   while (c.next_key(first, key)) {
     if (key == "images") {
       seen_images = true;
@@ -452,7 +214,7 @@ void parse_gt(const char* s, size_t n, bool want_seg, GtFile& gt) {
       c.expect('[');
       bool f = true;
       while (c.next_in_array(f)) {
-        Image im{0, 0, 0, false};
+        Image im;
         bool have_id = false, have_h = false, have_w = false;
         c.expect('{');
         bool f2 = true;
@@ -478,7 +240,6 @@ void parse_gt(const char* s, size_t n, bool want_seg, GtFile& gt) {
         gt.images.push_back(im);
       }
     } else if (key == "categories") {
-      seen_cats = true;
       gt.cat_ids.clear();
       c.expect('[');
       bool f = true;
@@ -497,84 +258,117 @@ void parse_gt(const char* s, size_t n, bool want_seg, GtFile& gt) {
         if (!have_id) fail("gt: a category has no 'id'");
       }
     } else if (key == "annotations") {
-      seen_anns = true;
-      gt.store = Store();
+      gt.store.anns.clear();
       c.expect('[');
       bool f = true;
-      while (c.next_in_array(f)) read_ann(c, gt.store, want_seg, buf);
+      while (c.next_in_array(f)) read_ann(c, gt.store, want_seg, s);
     } else {
       c.skip();
     }
   }
   if (!c.at_end()) c.error("trailing data");
   if (!seen_images) fail("gt: no 'images' list");
-  (void)seen_anns;
-  (void)seen_cats;
 }
 
-void parse_dt(const char* s, size_t n, bool want_seg, Store& st) {
+// Results; segmentations are read for segm, or when the first result has no box (then every
+// result's area and box come from its mask, as in COCO.loadRes).
+void parse_dt(const char* s, size_t n, bool segm, Store& st) {
   Cursor c(s, n, "dt");
-  std::string buf;
+  st.text = s;
   if (c.peek() != '[') fail("dt: results must be a list of objects");
   c.expect('[');
-  bool f = true;
+  bool f = true, want_seg = true;
   while (c.next_in_array(f)) {
     if (c.peek() != '{') fail("dt: results must be a list of objects");
-    read_ann(c, st, want_seg, buf);
+    read_ann(c, st, want_seg, s);
+    if (st.anns.size() == 1 && !segm && st.anns[0].bbox_len > 0) want_seg = false;
   }
   if (!c.at_end()) c.error("trailing data");
 }
 
-// ---------------------------------------------------------------------------------------------
-// Masks: every annotation taking part in a segm evaluation gets its RLE as counts + box + area.
-struct Mask {
-  uint64_t h = 0, w = 0;
-  Counts own;                       // when rasterised here
-  const uint32_t* cnts = nullptr;   // points into own or the store's arena
-  size_t m = 0;
-  double bb[4] = {0, 0, 0, 0};
-  rle::View view() const { return rle::View{h, w, cnts, m}; }
-};
-
-// pycocotools' annToRLE: polygons (parts unioned) in the image size, RLEs as given.
-void build_mask(const Ann& a, const Store& st, uint64_t img_h, uint64_t img_w, Mask& out) {
-  if (a.seg == kSegRle) {
-    out.h = a.seg_h;
-    out.w = a.seg_w;
-    out.cnts = st.counts.data() + a.seg_begin;
-    out.m = a.seg_end - a.seg_begin;
-  } else {
-    out.h = img_h;
-    out.w = img_w;
-    const size_t np = a.seg_end - a.seg_begin;
-    // A first part of exactly 4 numbers with all parts of 4 reads as boxes [x, y, w, h].
-    bool boxes = np > 0;
-    for (size_t i = a.seg_begin; i < a.seg_end && boxes; ++i) boxes = st.polys[i].second == 4;
-    std::vector<Counts> parts(np);
-    for (size_t i = 0; i < np; ++i) {
-      const auto& pr = st.polys[a.seg_begin + i];
-      const double* xy = st.coords.data() + pr.first;
-      for (size_t j = 0; j < pr.second; ++j)
-        if (!std::isfinite(xy[j]) || std::fabs(xy[j]) > 1e8)
-          fail("gt: polygon coordinates must be finite numbers below 1e8 in magnitude");
-      if (boxes)
-        rle::from_bbox(xy, img_h, img_w, parts[i]);
-      else
-        rle::from_polygon(xy, pr.second / 2, img_h, img_w, parts[i]);
+// Decode a compressed RLE given as raw JSON string text (escapes resolved on the fly); the same
+// scheme as rle::from_string.
+inline int unescape_at(const char*& p, const char* e) {
+  // *p was a backslash; returns the character it stands for and moves past the escape.
+  if (p >= e) return '\\';
+  const char c = *p++;
+  switch (c) {
+    case 'n': return '\n';
+    case 't': return '\t';
+    case 'r': return '\r';
+    case 'b': return '\b';
+    case 'f': return '\f';
+    case 'u': {
+      int v = 0;
+      for (int i = 0; i < 4 && p < e; ++i) {
+        const char h = *p++;
+        v = v * 16 + (h >= '0' && h <= '9' ? h - '0' : (h | 0x20) - 'a' + 10);
+      }
+      return static_cast<signed char>(static_cast<char>(v));
     }
-    if (np == 0) {
-      out.own.assign(1, static_cast<uint32_t>(img_h * img_w));
-    } else if (np == 1) {
-      out.own.swap(parts[0]);
-    } else {
-      std::vector<rle::View> views;
-      for (auto& p : parts) views.push_back(rle::View{img_h, img_w, p.data(), p.size()});
-      rle::merge(views, false, out.h, out.w, out.own);
-    }
-    out.cnts = out.own.data();
-    out.m = out.own.size();
+    default: return static_cast<signed char>(c);
   }
-  rle::to_bbox(out.view(), out.bb);
+}
+
+void decode_rle_text(const char* s, size_t len, Counts& out) {
+  out.clear();
+  out.reserve(len);
+  const char* p = s;
+  const char* e = s + len;
+  while (p < e) {
+    int64_t x = 0;
+    int k = 0;
+    bool more = true;
+    while (more && p < e) {
+      int ch = static_cast<signed char>(*p++);
+      if (ch == '\\') ch = unescape_at(p, e);
+      const int c = ch - 48;
+      x |= static_cast<int64_t>(c & 0x1f) << (5 * k);
+      more = (c & 0x20) != 0;
+      ++k;
+      if (!more && (c & 0x10)) x |= static_cast<int64_t>(-1) * (int64_t{1} << (5 * k));
+    }
+    const size_t m = out.size();
+    if (m > 2) x += static_cast<int64_t>(out[m - 2]);
+    out.push_back(static_cast<uint32_t>(x));
+  }
+}
+
+// pycocotools' annToRLE: polygons (parts unioned) in the image size, RLEs as given. The counts end
+// up in `own` unless they can be viewed in place (uncompressed RLE).
+rle::View mask_of(const Ann& a, const Store& st, uint64_t img_h, uint64_t img_w, Counts& own,
+                  std::vector<Counts>& scratch) {
+  if (a.seg == kSegCounts)
+    return rle::View{a.seg_h, a.seg_w, st.counts.data() + a.seg_begin, a.seg_end - a.seg_begin};
+  if (a.seg == kSegText) {
+    decode_rle_text(st.text + a.seg_begin, a.seg_end - a.seg_begin, own);
+    return rle::View{a.seg_h, a.seg_w, own.data(), own.size()};
+  }
+  // Polygons. A list whose parts all have exactly 4 numbers reads as boxes [x, y, w, h].
+  const size_t np = a.seg_end - a.seg_begin;
+  bool boxes = np > 0;
+  for (size_t i = a.seg_begin; i < a.seg_end && boxes; ++i) boxes = st.polys[i].second == 4;
+  if (scratch.size() < np) scratch.resize(np);
+  for (size_t i = 0; i < np; ++i) {
+    const auto& pr = st.polys[a.seg_begin + i];
+    const double* xy = st.coords.data() + pr.first;
+    if (boxes)
+      rle::from_bbox(xy, img_h, img_w, scratch[i]);
+    else
+      rle::from_polygon(xy, pr.second / 2, img_h, img_w, scratch[i]);
+  }
+  uint64_t h = img_h, w = img_w;
+  if (np == 0) {
+    own.assign(1, static_cast<uint32_t>(img_h * img_w));
+  } else if (np == 1) {
+    own.swap(scratch[0]);
+  } else {
+    std::vector<rle::View> views;
+    for (size_t i = 0; i < np; ++i)
+      views.push_back(rle::View{img_h, img_w, scratch[i].data(), scratch[i].size()});
+    rle::merge(views, false, h, w, own);
+  }
+  return rle::View{h, w, own.data(), own.size()};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -583,17 +377,17 @@ enum DetState : uint8_t { kIgnored = 0, kTP = 1, kFP = 2 };
 
 struct Group {
   int cat = 0, img = 0;
-  size_t gt_begin = 0, gt_end = 0;  // in gt_order
-  size_t dt_begin = 0, dt_end = 0;  // in dt_order (file order within the group)
-  size_t kept_off = 0, kept = 0;    // score-sorted detections kept (<= max maxDets)
+  size_t gt_begin = 0, gt_end = 0;  // in gt_keys
+  size_t dt_begin = 0, dt_end = 0;  // in dt_keys (file order within the group)
+  size_t kept_off = 0, kept = 0;    // score-sorted detections kept (<= largest maxDets)
 };
 
 template <typename F>
 void parallel_for(size_t n, int threads, F&& fn) {
 #ifdef _OPENMP
   const int nt = threads > 0 ? threads : omp_get_max_threads();
-  if (nt > 1 && n > static_cast<size_t>(kParallelGroups)) {
-#pragma omp parallel for schedule(dynamic, 16) num_threads(nt)
+  if (nt > 1 && n > kParallelMin) {
+#pragma omp parallel for schedule(dynamic, 8) num_threads(nt)
     for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) fn(static_cast<size_t>(i));
     return;
   }
@@ -609,28 +403,29 @@ Result evaluate(const char* gt_json, size_t gt_len, const char* dt_json, size_t 
                M = P.max_dets.size();
   if (T == 0 || R == 0 || A == 0 || M == 0 || P.area_hi.size() != A)
     fail("evaluation parameters must not be empty");
-  const int64_t max_det = *std::max_element(P.max_dets.begin(), P.max_dets.end());
+  const size_t max_det = static_cast<size_t>(
+      std::max<int64_t>(*std::max_element(P.max_dets.begin(), P.max_dets.end()), 0));
 
   GtFile gt;
   parse_gt(gt_json, gt_len, P.segm, gt);
   Store dt;
-  parse_dt(dt_json, dt_len, true, dt);
+  parse_dt(dt_json, dt_len, P.segm, dt);
 
   Result res;
-  // Images and categories: sorted unique ids; for repeated image ids the last entry's size counts.
+  // Images and categories: sorted unique ids; for a repeated image id the last entry counts.
   std::unordered_map<int64_t, int> img_index, cat_index;
   for (auto& im : gt.images) res.img_ids.push_back(im.id);
   std::sort(res.img_ids.begin(), res.img_ids.end());
   res.img_ids.erase(std::unique(res.img_ids.begin(), res.img_ids.end()), res.img_ids.end());
+  img_index.reserve(res.img_ids.size() * 2);
   for (size_t i = 0; i < res.img_ids.size(); ++i) img_index[res.img_ids[i]] = static_cast<int>(i);
-  std::vector<const Image*> img_info(res.img_ids.size(), nullptr);
-  for (auto& im : gt.images) img_info[img_index[im.id]] = &im;
+  std::vector<Image> images(res.img_ids.size());
+  for (auto& im : gt.images) images[img_index[im.id]] = im;
   res.cat_ids = gt.cat_ids;
   std::sort(res.cat_ids.begin(), res.cat_ids.end());
   res.cat_ids.erase(std::unique(res.cat_ids.begin(), res.cat_ids.end()), res.cat_ids.end());
   for (size_t k = 0; k < res.cat_ids.size(); ++k) cat_index[res.cat_ids[k]] = static_cast<int>(k);
   const size_t I = res.img_ids.size(), K = res.cat_ids.size();
-
   auto find = [](const std::unordered_map<int64_t, int>& m, int64_t id) {
     auto it = m.find(id);
     return it == m.end() ? -1 : it->second;
@@ -639,12 +434,12 @@ Result evaluate(const char* gt_json, size_t gt_len, const char* dt_json, size_t 
   // Ground truth in pycocotools' order: images ascending, file order within an image; an id that
   // occurs twice resolves to its last annotation (COCO.loadAnns).
   std::vector<Ann>& ga = gt.store.anns;
-  std::vector<std::pair<int64_t, size_t>> gt_keys;  // (group key, annotation)
+  std::vector<std::pair<int64_t, size_t>> gt_keys;  // (category * I + image, annotation)
   {
     std::unordered_map<int64_t, size_t> by_id;
     by_id.reserve(ga.size() * 2);
     for (size_t i = 0; i < ga.size(); ++i) {
-      if (!ga[i].has_id) fail("gt: annotation " + std::to_string(i) + " has no 'id'");
+      if (!ga[i].has_id) fail("gt: annotation number " + std::to_string(i) + " has no 'id'");
       by_id[ga[i].id] = i;
     }
     const bool unique = by_id.size() == ga.size();
@@ -652,14 +447,14 @@ Result evaluate(const char* gt_json, size_t gt_len, const char* dt_json, size_t 
     for (size_t i = 0; i < ga.size(); ++i) {
       if (!ga[i].has_image || !ga[i].has_cat)
         fail("gt: annotation " + std::to_string(ga[i].id) + " lacks image_id or category_id");
-      int ii = find(img_index, ga[i].image_id);
+      const int ii = find(img_index, ga[i].image_id);
       if (ii >= 0 && find(cat_index, ga[i].category_id) >= 0) seq.emplace_back(ii, i);
     }
     std::stable_sort(seq.begin(), seq.end(),
                      [](const auto& a, const auto& b) { return a.first < b.first; });
     for (auto& [ii, i] : seq) {
-      size_t r = unique ? i : by_id[ga[i].id];
-      int ri = find(img_index, ga[r].image_id), rk = find(cat_index, ga[r].category_id);
+      const size_t r = unique ? i : by_id[ga[i].id];
+      const int ri = find(img_index, ga[r].image_id), rk = find(cat_index, ga[r].category_id);
       if (ri < 0 || rk < 0) continue;
       const Ann& g = ga[r];
       if (!g.has_area) fail("gt: annotation " + std::to_string(g.id) + " has no 'area'");
@@ -673,9 +468,8 @@ Result evaluate(const char* gt_json, size_t gt_len, const char* dt_json, size_t 
                      [](const auto& a, const auto& b) { return a.first < b.first; });
   }
 
-  // Detections: COCO.loadRes rules, decided by the first result.
+  // Detections: COCO.loadRes rules, decided by the first result. Ids become 1..N in file order.
   std::vector<Ann>& da = dt.anns;
-  std::vector<std::pair<int64_t, size_t>> dt_keys;
   bool box_branch = true;
   if (!da.empty()) {
     const Ann& d0 = da[0];
@@ -687,11 +481,13 @@ Result evaluate(const char* gt_json, size_t gt_len, const char* dt_json, size_t 
     else
       fail("dt: results need a 'bbox' or a 'segmentation'");
   }
+  std::vector<std::pair<int64_t, size_t>> dt_keys;
+  dt_keys.reserve(da.size());
   for (size_t i = 0; i < da.size(); ++i) {
     Ann& d = da[i];
     auto which = [i]() { return "dt: result " + std::to_string(i); };
     if (!d.has_image || !d.has_cat) fail(which() + " lacks image_id or category_id");
-    int ii = find(img_index, d.image_id);
+    const int ii = find(img_index, d.image_id);
     if (ii < 0)
       fail(which() + " has image_id " + std::to_string(d.image_id) + ", which is not in gt images");
     if (!d.has_score || std::isnan(d.score)) fail(which() + " has no score or a NaN score");
@@ -702,7 +498,7 @@ Result evaluate(const char* gt_json, size_t gt_len, const char* dt_json, size_t 
     }
     d.id = static_cast<int64_t>(i) + 1;
     d.iscrowd = 0;
-    int kk = find(cat_index, d.category_id);
+    const int kk = find(cat_index, d.category_id);
     if (kk < 0) continue;
     if (box_branch) {
       d.area = d.bbox[2] * d.bbox[3];
@@ -727,31 +523,26 @@ Result evaluate(const char* gt_json, size_t gt_len, const char* dt_json, size_t 
   res.num_gt = gt_keys.size();
   res.num_dt = dt_keys.size();
 
-  // Masks (run-length only): ground truth for segm, detections for segm or mask-only results.
+  // Polygons need their image's size and sane coordinates; check before the parallel part.
+  const bool need_dmask = P.segm || !box_branch;
   auto check_polys = [&](const Ann& a, const Store& st, const char* who) {
     if (a.seg != kSegPolys) return;
-    const Image* im = img_info[img_index[a.image_id]];
-    if (!im->has_size || !(im->h >= 0) || !(im->w >= 0) || im->h > 1e9 || im->w > 1e9)
+    const Image& im = images[img_index[a.image_id]];
+    if (!im.has_size || !(im.h >= 0 && im.h < 1e9) || !(im.w >= 0 && im.w < 1e9))
       fail(std::string(who) + ": image " + std::to_string(a.image_id) +
            " needs 'height' and 'width' to rasterise polygons");
     for (size_t p = a.seg_begin; p < a.seg_end; ++p)
       for (size_t j = 0; j < st.polys[p].second; ++j) {
-        double v = st.coords[st.polys[p].first + j];
+        const double v = st.coords[st.polys[p].first + j];
         if (!std::isfinite(v) || std::fabs(v) > 1e8)
           fail(std::string(who) + ": annotation " + std::to_string(a.id) +
                " has polygon coordinates that are not finite numbers below 1e8");
       }
   };
-  std::vector<Mask> gmask, dmask;
-  if (P.segm) {
+  if (P.segm)
     for (auto& kv : gt_keys) check_polys(ga[kv.second], gt.store, "gt");
-    gmask.resize(gt_keys.size());
-  }
-  const bool need_dmask = P.segm || !box_branch;
-  if (need_dmask) {
+  if (need_dmask)
     for (auto& kv : dt_keys) check_polys(da[kv.second], dt, "dt");
-    dmask.resize(dt_keys.size());
-  }
 
   // Groups: one per (category, image) with ground truth or detections, ordered by category, image.
   std::vector<Group> groups;
@@ -770,7 +561,7 @@ Result evaluate(const char* gt_json, size_t gt_len, const char* dt_json, size_t 
       g.dt_begin = di;
       while (di < dt_keys.size() && dt_keys[di].first == key) ++di;
       g.dt_end = di;
-      g.kept = std::min<size_t>(g.dt_end - g.dt_begin, static_cast<size_t>(std::max<int64_t>(max_det, 0)));
+      g.kept = std::min(g.dt_end - g.dt_begin, max_det);
       g.kept_off = off;
       off += g.kept;
       groups.push_back(g);
@@ -778,61 +569,65 @@ Result evaluate(const char* gt_json, size_t gt_len, const char* dt_json, size_t 
   }
   const size_t total_kept = groups.empty() ? 0 : groups.back().kept_off + groups.back().kept;
   std::vector<double> kept_scores(total_kept);
-  std::vector<uint8_t> states(total_kept * A * T);
+  std::vector<uint8_t> states(total_kept * A * T);  // per group: [A][T][kept]
   std::vector<int64_t> npig(groups.size() * A, 0);
 
-  const double eps = std::nextafter(1.0, 2.0) - 1.0;  // np.spacing(1)
+  // evaluateImg for every group and area range (at the largest maxDets).
   const int threads = P.num_threads;
-  {
-    // Masks, in parallel; then results that came as masks take area and box from them.
-    parallel_for(gmask.size(), threads, [&](size_t j) {
-      const Ann& a = ga[gt_keys[j].second];
-      const Image* im = img_info[img_index[a.image_id]];
-      build_mask(a, gt.store, static_cast<uint64_t>(im->h), static_cast<uint64_t>(im->w), gmask[j]);
-    });
-    parallel_for(dmask.size(), threads, [&](size_t j) {
-      Ann& a = da[dt_keys[j].second];
-      const Image* im = img_info[img_index[a.image_id]];
-      build_mask(a, dt, static_cast<uint64_t>(im->h), static_cast<uint64_t>(im->w), dmask[j]);
-      if (!box_branch) {
-        a.area = static_cast<double>(rle::area(dmask[j].view()));
-        if (a.bbox_len < 0) std::copy(dmask[j].bb, dmask[j].bb + 4, a.bbox);
-      }
-    });
-  }
-
-  // evaluateImg for every group and area range at maxDets[-1].
   parallel_for(groups.size(), threads, [&](size_t gidx) {
     const Group& g = groups[gidx];
     const size_t nd = g.dt_end - g.dt_begin, G = g.gt_end - g.gt_begin, D = g.kept;
+    const Image& im = images[g.img];
+    const uint64_t ih = static_cast<uint64_t>(im.h), iw = static_cast<uint64_t>(im.w);
     std::vector<size_t> order(nd);
     std::iota(order.begin(), order.end(), size_t{0});
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
       return da[dt_keys[g.dt_begin + a].second].score > da[dt_keys[g.dt_begin + b].second].score;
     });
-    std::vector<const Ann*> dts(D), gts(G);
+    std::vector<Counts> scratch;
+    // Detections kept: area (box area, or mask area for mask-only results), box, mask.
+    std::vector<const Ann*> dts(D);
+    std::vector<double> darea(D), dbox(4 * D), dmbox(need_dmask && P.segm ? 4 * D : 0);
+    std::vector<Counts> dcounts(need_dmask ? D : 0);
+    std::vector<rle::View> dview(need_dmask ? D : 0);
     for (size_t j = 0; j < D; ++j) {
-      dts[j] = &da[dt_keys[g.dt_begin + order[j]].second];
-      kept_scores[g.kept_off + j] = dts[j]->score;
+      const Ann& d = da[dt_keys[g.dt_begin + order[j]].second];
+      dts[j] = &d;
+      kept_scores[g.kept_off + j] = d.score;
+      darea[j] = d.area;
+      std::copy(d.bbox, d.bbox + 4, &dbox[4 * j]);
+      if (need_dmask) {
+        dview[j] = mask_of(d, dt, ih, iw, dcounts[j], scratch);
+        double bb[4];
+        rle::to_bbox(dview[j], bb);
+        if (P.segm) std::copy(bb, bb + 4, &dmbox[4 * j]);
+        if (!box_branch) {
+          darea[j] = static_cast<double>(rle::area(dview[j]));
+          if (d.bbox_len < 0) std::copy(bb, bb + 4, &dbox[4 * j]);
+        }
+      }
     }
+    std::vector<const Ann*> gts(G);
     std::vector<uint8_t> crowd(G), ignore(G);
+    std::vector<Counts> gcounts(P.segm ? G : 0);
+    std::vector<rle::View> gview(P.segm ? G : 0);
+    std::vector<double> gmbox(P.segm ? 4 * G : 0);
     for (size_t j = 0; j < G; ++j) {
       gts[j] = &ga[gt_keys[g.gt_begin + j].second];
       crowd[j] = static_cast<int64_t>(gts[j]->iscrowd) != 0;
       ignore[j] = gts[j]->iscrowd != 0;
+      if (P.segm && D > 0) {
+        gview[j] = mask_of(*gts[j], gt.store, ih, iw, gcounts[j], scratch);
+        rle::to_bbox(gview[j], &gmbox[4 * j]);
+      }
     }
     // IoU (D x G), as computeIoU.
     std::vector<double> iou(D * G);
     for (size_t d = 0; d < D; ++d)
-      for (size_t j = 0; j < G; ++j) {
-        if (P.segm) {
-          const Mask& dm = dmask[g.dt_begin + order[d]];
-          const Mask& gm = gmask[g.gt_begin + j];
-          iou[d * G + j] = rle::mask_iou(dm.view(), gm.view(), dm.bb, gm.bb, crowd[j]);
-        } else {
-          iou[d * G + j] = rle::box_iou(dts[d]->bbox, gts[j]->bbox, crowd[j]);
-        }
-      }
+      for (size_t j = 0; j < G; ++j)
+        iou[d * G + j] = P.segm ? rle::mask_iou(dview[d], gview[j], &dmbox[4 * d], &gmbox[4 * j],
+                                                crowd[j])
+                                : rle::box_iou(&dbox[4 * d], gts[j]->bbox, crowd[j]);
     std::vector<size_t> gorder(G);
     std::vector<uint8_t> gig(G), gmatched(G);
     uint8_t* st = states.data() + g.kept_off * A * T;
@@ -863,7 +658,7 @@ Result evaluate(const char* gt_json, size_t gt_len, const char* dt_json, size_t 
             best = row[gj];
             m = static_cast<ptrdiff_t>(j);
           }
-          const bool out_of_range = dts[d]->area < lo || dts[d]->area > hi;
+          const bool out_of_range = darea[d] < lo || darea[d] > hi;
           if (m == -1) {
             s[d] = out_of_range ? kIgnored : kFP;
             continue;
@@ -885,13 +680,13 @@ Result evaluate(const char* gt_json, size_t gt_len, const char* dt_json, size_t 
   res.precision.assign(T * R * K * A * M, -1.0);
   res.recall.assign(T * K * A * M, -1.0);
   res.scores.assign(T * R * K * A * M, -1.0);
-  // Groups are ordered by category: cat_begin[k] is the first group of category k or later.
   std::vector<size_t> cat_begin(K + 1);
   for (size_t k = 0; k <= K; ++k)
     cat_begin[k] = static_cast<size_t>(
         std::lower_bound(groups.begin(), groups.end(), static_cast<int>(k),
                          [](const Group& g, int c) { return g.cat < c; }) -
         groups.begin());
+  const double eps = std::nextafter(1.0, 2.0) - 1.0;  // np.spacing(1)
 
   struct Entry {
     double score;
@@ -901,7 +696,9 @@ Result evaluate(const char* gt_json, size_t gt_len, const char* dt_json, size_t 
     const size_t gb = cat_begin[k], ge = cat_begin[k + 1];
     if (gb == ge) return;
     std::vector<Entry> ents;
-    std::vector<double> rc, pr;
+    std::vector<uint8_t> dense;  // [A*T][nd] states in merged order
+    std::vector<size_t> tp_pos;  // positions of true positives
+    std::vector<double> tp_pr, tp_rc;
     for (size_t mi = 0; mi < M; ++mi) {
       const size_t cap = static_cast<size_t>(std::max<int64_t>(P.max_dets[mi], 0));
       ents.clear();
@@ -914,38 +711,64 @@ Result evaluate(const char* gt_json, size_t gt_len, const char* dt_json, size_t 
       std::stable_sort(ents.begin(), ents.end(),
                        [](const Entry& a, const Entry& b) { return a.score > b.score; });
       const size_t nd = ents.size();
-      rc.resize(nd);
-      pr.resize(nd);
+      dense.resize(A * T * nd);
+      for (size_t i = 0; i < nd; ++i) {
+        const Group& g = groups[ents[i].group];
+        const uint8_t* src = states.data() + g.kept_off * A * T + ents[i].rank;
+        for (size_t at = 0; at < A * T; ++at) dense[at * nd + i] = src[at * g.kept];
+      }
       for (size_t a = 0; a < A; ++a) {
         int64_t np_ = 0;
         for (size_t gi = gb; gi < ge; ++gi) np_ += npig[gi * A + a];
         if (np_ == 0) continue;
         const double npd = static_cast<double>(np_);
         for (size_t t = 0; t < T; ++t) {
+          // Precision only changes upward at true positives: the running max from the right
+          // at any position equals the max over that position and the true positives after it.
+          const uint8_t* s = dense.data() + (a * T + t) * nd;
+          tp_pos.clear();
+          tp_pr.clear();
+          tp_rc.clear();
           double tp = 0, fp = 0;
+          double pr0 = 0;
           for (size_t i = 0; i < nd; ++i) {
-            const Group& g = groups[ents[i].group];
-            const uint8_t s = states[g.kept_off * A * T + (a * T + t) * g.kept + ents[i].rank];
-            if (s == kTP) tp += 1;
-            else if (s == kFP) fp += 1;
-            rc[i] = tp / npd;
-            pr[i] = tp / (fp + tp + eps);
+            const uint8_t v = s[i];
+            if (v == kTP) {
+              tp += 1;
+              tp_pos.push_back(i);
+              tp_pr.push_back(tp / (fp + tp + eps));
+              tp_rc.push_back(tp / npd);
+            } else if (v == kFP) {
+              fp += 1;
+            }
+            if (i == 0) pr0 = tp / (fp + tp + eps);
           }
           const size_t rk = ((t * K + k) * A + a) * M + mi;
-          res.recall[rk] = nd ? rc[nd - 1] : 0;
-          for (size_t i = nd; i-- > 1;)
-            if (pr[i] > pr[i - 1]) pr[i - 1] = pr[i];
-          size_t i = 0;
+          res.recall[rk] = nd ? tp / npd : 0;
+          const size_t ntp = tp_pos.size();
+          for (size_t i = ntp; i-- > 1;)
+            if (tp_pr[i] > tp_pr[i - 1]) tp_pr[i - 1] = tp_pr[i];
+          // searchsorted(rc, thr, 'left'): the first position with rc >= thr. rc is 0 before the
+          // first true positive and steps up exactly at true positives.
+          size_t j = 0;
           for (size_t r = 0; r < R; ++r) {
-            while (i < nd && rc[i] < P.rec_thrs[r]) ++i;
+            const double thr = P.rec_thrs[r];
             const size_t pk = (((t * R + r) * K + k) * A + a) * M + mi;
-            if (i < nd) {
-              res.precision[pk] = pr[i];
-              res.scores[pk] = ents[i].score;
+            double q = 0, sc = 0;
+            if (nd > 0 && thr <= 0) {
+              // position 0 (rc[0] >= 0 >= thr)
+              q = pr0;
+              if (ntp) q = std::max(q, tp_pr[0]);
+              sc = ents[0].score;
             } else {
-              res.precision[pk] = 0;
-              res.scores[pk] = 0;
+              while (j < ntp && tp_rc[j] < thr) ++j;
+              if (j < ntp) {
+                q = tp_pr[j];
+                sc = ents[tp_pos[j]].score;
+              }
             }
+            res.precision[pk] = q;
+            res.scores[pk] = sc;
           }
         }
       }

@@ -12,6 +12,13 @@
 
 #include "registry.h"
 
+// Bit-exact arithmetic with the COCO tools: never fuse a*b+c into one rounding.
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
 namespace yoloseg {
 namespace rle {
 
@@ -124,6 +131,22 @@ void merge(const std::vector<View>& rs, bool intersect, uint64_t& h, uint64_t& w
   }
 }
 
+namespace {
+// t / h and t % h for a fixed h without a hardware division per call.
+struct DivBy {
+  uint32_t h;
+  double inv;
+  explicit DivBy(uint32_t h_) : h(h_), inv(1.0 / h_) {}
+  inline void split(uint32_t t, uint32_t& x, uint32_t& y) const {
+    uint64_t q = static_cast<uint64_t>(static_cast<double>(t) * inv);
+    while (q * h > t) --q;
+    while ((q + 1) * h <= t) ++q;
+    x = static_cast<uint32_t>(q);
+    y = t - x * h;
+  }
+};
+}  // namespace
+
 void to_bbox(const View& r, double bb[4]) {
   const size_t m = (r.m / 2) * 2;
   if (m == 0 || r.h == 0) {
@@ -131,30 +154,27 @@ void to_bbox(const View& r, double bb[4]) {
     return;
   }
   const uint32_t h = static_cast<uint32_t>(r.h), w = static_cast<uint32_t>(r.w);
-  uint32_t xs = w, ys = h, xe = 0, ye = 0, cc = 0, xp = 0;
+  const DivBy div(h);
+  uint32_t xs = w, ys = h, xe = 0, ye = 0, cc = 0;
   for (size_t j = 0; j < m; j += 2) {
     cc += r.cnts[j];
     // Empty foreground runs mark no pixel.
     if (r.cnts[j + 1] == 0) continue;
-    uint32_t y = cc % h, x = (cc - y) / h;  // first pixel of the run
-    xp = x;
-    xs = std::min(xs, x);
-    xe = std::max(xe, x);
-    ys = std::min(ys, y);
-    ye = std::max(ye, y);
+    uint32_t x, y, x1, y1;
+    div.split(cc, x, y);  // first pixel of the run
     cc += r.cnts[j + 1];
-    const uint32_t t = cc - 1;  // last pixel of the run
-    y = t % h;
-    x = (t - y) / h;
-    if (xp < x) {
+    div.split(cc - 1, x1, y1);  // last pixel of the run
+    xs = std::min(xs, x);
+    ys = std::min(ys, y);
+    xe = std::max(xe, x1);
+    ye = std::max(ye, y);
+    if (x < x1) {
       // The run wraps to a later column, so it covers every row in between.
       ys = 0;
       ye = h - 1;
     }
-    xs = std::min(xs, x);
-    xe = std::max(xe, x);
-    ys = std::min(ys, y);
-    ye = std::max(ye, y);
+    ys = std::min(ys, y1);
+    ye = std::max(ye, y1);
   }
   // Unsigned arithmetic on purpose: a mask whose runs are all empty reports xe - xs + 1 wrapped.
   bb[0] = xs;
@@ -176,16 +196,38 @@ void from_polygon(const double* xy, size_t k, uint64_t h, uint64_t w, Counts& ou
     px[k] = px[0];
     py[k] = py[0];
   }
-  // Dense boundary points along every edge, stepping one unit along the major axis.
-  std::vector<int> u, v;
-  size_t total = 0;
-  for (size_t j = 0; j < k; ++j) {
-    int64_t ddx = std::llabs(static_cast<int64_t>(px[j]) - px[j + 1]);
-    int64_t ddy = std::llabs(static_cast<int64_t>(py[j]) - py[j + 1]);
-    total += static_cast<size_t>(std::max(ddx, ddy)) + 1;
-  }
-  u.reserve(total);
-  v.reserve(total);
+  // Walk the dense boundary (one unit steps along each edge's major axis on the 5x grid) and keep
+  // the points where it crosses a pixel-centre column, mapped back to the 1x grid: each one starts
+  // or ends a vertical run of foreground in that column.
+  std::vector<uint32_t> starts;
+  starts.reserve(2 * static_cast<size_t>(std::min<uint64_t>(w, 1 << 16)) + 8);
+  const double wmax = static_cast<double>(static_cast<uint64_t>(w - 1));
+  const double hd = static_cast<double>(h);
+  bool have_prev = false;
+  int pu = 0, pv = 0;
+  auto visit = [&](int u, int v) {
+    if (have_prev && u != pu) {
+      const int xs = u < pu ? u : u - 1;
+      // (xs + .5) / 5 - .5 is an integer exactly when xs = 2 (mod 5); test that first, cheaply.
+      if ((static_cast<int64_t>(xs) - 2) % 5 == 0) {
+        double xd = (static_cast<double>(xs) + .5) / scale - .5;
+        if (std::floor(xd) == xd && !(xd < 0) && !(xd > wmax)) {
+          double yd = static_cast<double>(v < pv ? v : pv);
+          yd = (yd + .5) / scale - .5;
+          if (yd < 0)
+            yd = 0;
+          else if (yd > hd)
+            yd = hd;
+          yd = std::ceil(yd);
+          const int xi = static_cast<int>(xd), yi = static_cast<int>(yd);
+          starts.push_back(static_cast<uint32_t>(xi * static_cast<int>(h) + yi));
+        }
+      }
+    }
+    pu = u;
+    pv = v;
+    have_prev = true;
+  };
   for (size_t j = 0; j < k; ++j) {
     int xs = px[j], xe = px[j + 1], ys = py[j], ye = py[j + 1];
     const int dx = std::abs(xe - xs), dy = std::abs(ys - ye);
@@ -198,36 +240,15 @@ void from_polygon(const double* xy, size_t k, uint64_t h, uint64_t w, Counts& ou
       const double s = static_cast<double>(ye - ys) / dx;
       for (int d = 0; d <= dx; ++d) {
         const int t = flip ? dx - d : d;
-        u.push_back(t + xs);
-        v.push_back(trunc_int(ys + s * t + .5));
+        visit(t + xs, trunc_int(ys + s * t + .5));
       }
     } else {
       const double s = static_cast<double>(xe - xs) / dy;
       for (int d = 0; d <= dy; ++d) {
         const int t = flip ? dy - d : d;
-        v.push_back(t + ys);
-        u.push_back(trunc_int(xs + s * t + .5));
+        visit(trunc_int(xs + s * t + .5), t + ys);
       }
     }
-  }
-  // Keep the points where the boundary crosses a pixel-centre column, back on the 1x grid.
-  std::vector<uint32_t> starts;
-  const double wmax = static_cast<double>(static_cast<uint64_t>(w - 1));
-  const double hd = static_cast<double>(h);
-  for (size_t j = 1; j < u.size(); ++j) {
-    if (u[j] == u[j - 1]) continue;
-    double xd = static_cast<double>(u[j] < u[j - 1] ? u[j] : u[j] - 1);
-    xd = (xd + .5) / scale - .5;
-    if (std::floor(xd) != xd || xd < 0 || xd > wmax) continue;
-    double yd = static_cast<double>(v[j] < v[j - 1] ? v[j] : v[j - 1]);
-    yd = (yd + .5) / scale - .5;
-    if (yd < 0)
-      yd = 0;
-    else if (yd > hd)
-      yd = hd;
-    yd = std::ceil(yd);
-    const int xi = static_cast<int>(xd), yi = static_cast<int>(yd);
-    starts.push_back(static_cast<uint32_t>(xi * static_cast<int>(h) + yi));
   }
   starts.push_back(static_cast<uint32_t>(h * w));
   std::sort(starts.begin(), starts.end());
