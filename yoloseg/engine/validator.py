@@ -357,10 +357,11 @@ class Validator:
                             continue
                         seen_files.add(f)
                         self._add_image(ev, f, ids, labels, coco_images, batch, i, det, protos[i], input_hw, ops)
-                    if plots and bi < N_PLOT_BATCHES:
-                        self._plot_batch(bi, batch, dets, protos, input_hw, ops)
                     sync()
                 t3 = time.perf_counter()
+                if plots and bi < N_PLOT_BATCHES:  # not part of the timed postprocess
+                    with torch.inference_mode():
+                        self._plot_batch(bi, batch, dets, protos, input_hw, ops)
                 n = len(dets)
                 self.seen += n
                 for k, dt in zip(totals, (t1 - t0, t2 - t1, t3 - t2)):

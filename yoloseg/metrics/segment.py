@@ -10,7 +10,8 @@ masks as COCO run-length encoding), builds the COCO ground-truth dict and result
   image and category, crowd ground truth ignored, greedy by descending score exactly as COCOeval matches):
   for each class the step curves P(c), R(c) over a confidence grid c in [0, 1] (1000 points) are built, F1
   is averaged over the classes that have ground truth, and every class's P and R are read at the single
-  confidence that maximises that mean F1. ``mp``/``mr`` are their means. See docs/val.md.
+  confidence that maximises that mean F1 (the highest such confidence when several tie). ``mp``/``mr`` are
+  their means. See docs/val.md.
 
 The model-free entry points (ground truth as predictions, NaN detections) are exercised in
 tests/test_metrics_segment.py.
@@ -219,9 +220,9 @@ class SegmentMetrics:
 
     def table(self) -> str:
         """Per-class table (class, images, instances, box P R mAP50 mAP75 mAP50-95, mask ditto)."""
-        head = ("%22s" + "%11s" * 2 + "%9s" * 10) % ("Class", "Images", "Instances", "Box(P", "R", "mAP50", "mAP75",
-                                                      "mAP50-95)", "Mask(P", "R", "mAP50", "mAP75", "mAP50-95)")
-        fmt = "%22s" + "%11d" * 2 + "%9.3g" * 10
+        head = ("%22s" + "%11s" * 2 + "%10s" * 10) % ("Class", "Images", "Instances", "Box(P", "R", "mAP50", "mAP75",
+                                                       "mAP50-95)", "Mask(P", "R", "mAP50", "mAP75", "mAP50-95)")
+        fmt = "%22s" + "%11d" * 2 + "%10.3g" * 10
         b, s = self.box, self.seg
         lines = [head, fmt % ("all", self.n_images, int(self.nt_per_class.sum()), b.mp, b.mr, b.map50, b.map75, b.map,
                               s.mp, s.mr, s.map50, s.map75, s.map)]
@@ -477,7 +478,8 @@ class SegmentEvaluator:
         metric.curves.update({"conf": CONF_GRID, "p": P, "r": R, "f1": F1, "has_gt": has})
         if not has.any():
             return
-        best = int(np.argmax(F1[has].mean(0)))
+        mean_f1 = F1[has].mean(0)
+        best = len(mean_f1) - 1 - int(np.argmax(mean_f1[::-1]))  # the highest confidence among equal maxima
         metric.conf = float(CONF_GRID[best])
         metric.p[has], metric.r[has] = P[has, best], R[has, best]
         metric.mp, metric.mr = float(P[has, best].mean()), float(R[has, best].mean())

@@ -173,7 +173,7 @@ def plot_metrics(save_dir, metrics, confusion=None) -> list[Path]:
     return out
 
 
-def mosaic(images: list, titles: list, tile: int = 640) -> np.ndarray:
+def mosaic(images: list, titles: list, tile: int = 480) -> np.ndarray:
     """Square grid of up to 16 images, each fitted into a ``tile`` square with its title."""
     n = min(len(images), 16)
     g = int(np.ceil(np.sqrt(max(n, 1))))
@@ -186,8 +186,9 @@ def mosaic(images: list, titles: list, tile: int = 640) -> np.ndarray:
         y, x = (k // g) * tile, (k % g) * tile
         canvas[y : y + h, x : x + w] = im
         cv2.rectangle(canvas, (x, y), (x + tile - 1, y + tile - 1), (255, 255, 255), 2)
-        _text(canvas, titles[k][:40], (x + 5, y + 18), 0.5, (255, 255, 255), 3)
-        _text(canvas, titles[k][:40], (x + 5, y + 18), 0.5, (0, 0, 0), 1)
+        (tw, th), _ = cv2.getTextSize(titles[k][:48], FONT, 0.5, 1)
+        cv2.rectangle(canvas, (x + 2, y + 2), (x + tw + 10, y + th + 12), (255, 255, 255), -1)
+        _text(canvas, titles[k][:48], (x + 6, y + th + 6), 0.5, (0, 0, 0), 1)
     return canvas
 
 
