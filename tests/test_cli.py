@@ -178,3 +178,14 @@ class TestExamplePlugin:
         model = YOLO("tinyseg.yaml")  # the task is found from the config name it owns
         assert model.task == "tinyseg"
         assert any(type(m).__name__ == "LiteConv" for m in model.model.modules())
+
+
+def test_predict_saves_annotated_outputs(run, tmp_path):
+    fixtures = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+    r = run("predict", f"model={fixtures / 'ultralytics' / 'yolo11n-seg-synth3-e100.pt'}",
+            f"source={fixtures / 'images' / 'coffee.png'}", "conf=0.05", "imgsz=640", f"project={tmp_path}",
+            "name=out", "save_txt=true")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "out" / "coffee.png").is_file()  # the command line saves unless save=false
+    lines = (tmp_path / "out" / "labels" / "coffee.txt").read_text().splitlines()
+    assert len(lines) == 4  # the fixture's conf=0.05 run has 4 detections
