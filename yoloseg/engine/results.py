@@ -165,16 +165,17 @@ def polygons_to_image(polys, mask_shape, orig_shape, normalize=False) -> list[np
 
     gy, gx, top, left, _, _ = unpad_region(mask_shape, orig_shape)
     h, w = orig_shape
-    out = []
-    for p in polys:
-        p = np.asarray(p, np.float32).reshape(-1, 2).copy()
-        if len(p):
-            p[:, 0] = np.clip((p[:, 0] - left) / gx, 0, w)
-            p[:, 1] = np.clip((p[:, 1] - top) / gy, 0, h)
-            if normalize:
-                p /= np.array([w, h], np.float32)
-        out.append(p)
-    return out
+    polys = [np.asarray(p, np.float32).reshape(-1, 2) for p in polys]
+    if not polys:
+        return []
+    sizes = np.array([len(p) for p in polys])
+    pts = np.concatenate(polys) if sizes.sum() else np.zeros((0, 2), np.float32)
+    # one vectorized pass over all vertices, then split back per mask
+    pts = (pts - np.array([left, top], np.float32)) / np.array([gx, gy], np.float32)
+    np.clip(pts, 0, np.array([w, h], np.float32), out=pts)
+    if normalize:
+        pts /= np.array([w, h], np.float32)
+    return np.split(pts.astype(np.float32, copy=False), np.cumsum(sizes)[:-1])
 
 
 class Results:
