@@ -70,7 +70,11 @@ class YOLO:
             if not Path(name).is_file():
                 raise FileNotFoundError(f"model file {name!r} not found")
             self.is_exported, self.exported_path = True, name
-            self._task = get_task(task or "segment")
+            from yoloseg.engine.backends import exported_defaults
+
+            self.overrides = exported_defaults(name)  # the file's task, input size (and built-in conf)
+            self._task = get_task(task or self.overrides.get("task") or "segment")
+            self.overrides["task"] = self._task.name
         else:
             raise ValueError(f"model={name!r}: expected a .yaml config, a .pt checkpoint or an exported "
                              f"{'/'.join(EXPORTED_SUFFIXES)} file")
