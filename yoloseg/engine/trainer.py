@@ -142,7 +142,8 @@ class Trainer:
         self.setup()
         a = self.args
         nw = max(round(float(a.warmup_epochs) * self.nb), WARMUP_MIN_ITERS) if float(a.warmup_epochs) > 0 else 0
-        nw = min(nw, max(self.epochs - 1, 0) * self.nb)  # the last epoch always runs at scheduled lr
+        # never into the last epoch, and never more than a third of the run (short runs would be all warmup)
+        nw = min(nw, max(self.epochs - 1, 0) * self.nb, (self.epochs * self.nb) // 3)
         close_mosaic = int(getattr(a, "close_mosaic", 0) or 0)
         patience = int(getattr(a, "patience", 100) or 0)
         self.log(f"Training for {self.epochs} epochs (starting at {self.start_epoch + 1}) on {self.device}: "
