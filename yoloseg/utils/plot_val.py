@@ -127,7 +127,8 @@ def plot_confusion_matrix(path, matrix: np.ndarray, names: dict, normalize: bool
             _text(img, s[:20], (5, mt + i * cell + cell / 2 + 5), fs)
             # column labels written vertically: rotate a small text image
             timg = np.full((cell, 140, 3), 255, np.uint8)
-            _text(timg, s[:18], (2, cell / 2 + 5), fs)
+            (tw, _), _ = cv2.getTextSize(s[:18], FONT, fs, 1)
+            _text(timg, s[:18], (max(140 - tw - 4, 0), cell / 2 + 5), fs)  # ends next to the matrix
             timg = cv2.rotate(timg, cv2.ROTATE_90_COUNTERCLOCKWISE)
             y = mt + side + 5
             img[y : y + timg.shape[0], ml + i * cell : ml + i * cell + timg.shape[1]] = timg[: H - y]
@@ -138,7 +139,9 @@ def plot_confusion_matrix(path, matrix: np.ndarray, names: dict, normalize: bool
                     continue
                 s = f"{v:.2f}" if normalize else f"{int(v)}"
                 col = (255, 255, 255) if v / vmax > 0.5 else (0, 0, 0)
-                _text(img, s, (ml + c * cell + 3, mt + r * cell + cell / 2 + 4), min(0.45, cell / 55), col)
+                fsc = min(0.9, cell / 60)
+                (tw, th), _ = cv2.getTextSize(s, FONT, fsc, 1)
+                _text(img, s, (ml + c * cell + (cell - tw) / 2, mt + r * cell + (cell + th) / 2), fsc, col)
     _write(path, img)
 
 
