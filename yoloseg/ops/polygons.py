@@ -30,7 +30,11 @@ def _as_uint8(masks) -> np.ndarray:
         if masks.is_floating_point() or masks.is_complex():
             raise ValueError(f"masks must be a bool or integer tensor, got {masks.dtype}")
         arr = masks.detach().cpu()
-        arr = (arr != 0).numpy().view(np.uint8) if arr.dtype != torch.uint8 else arr.numpy()
+        if arr.dtype == torch.bool:
+            arr = arr.view(torch.uint8)  # zero-copy: bool storage is 0/1 bytes
+        elif arr.dtype != torch.uint8:
+            arr = (arr != 0).view(torch.uint8)
+        arr = arr.numpy()
     elif isinstance(masks, np.ndarray):
         if masks.dtype.kind not in "biu":
             raise ValueError(f"masks must be a bool or integer array, got {masks.dtype}")

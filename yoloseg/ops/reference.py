@@ -164,6 +164,8 @@ def native_plan(proto_hw, shape):
     pad = (4 * mh - max(round(h * gain), 1)) | (4 * mw - max(round(w * gain), 1))
     f = 4 // math.gcd(4, pad | pad // 2)
     uh, uw = f * mh, f * mw
+    if (uh, uw) == (h, w):  # nothing to cut or resize
+        return f, 0, 0, uh, uw
     g = min(uh / h, uw / w)
     ch, cw = max(round(h * g), 1), max(round(w * g), 1)
     top, left = round((uh - ch) / 2 - 0.1), round((uw - cw) / 2 - 0.1)
@@ -204,7 +206,9 @@ def masks_to_polygons(masks, strategy="largest"):
     Returns one (K, 2) float32 array of (x, y) pixel coordinates per mask ((0, 2) for an empty mask).
     """
     arr = masks.detach().cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
-    arr = np.ascontiguousarray(arr != 0, dtype=np.uint8) if arr.dtype != np.uint8 else np.ascontiguousarray(arr)
+    arr = np.ascontiguousarray(arr).view(np.uint8) if arr.dtype == bool else np.ascontiguousarray(arr)
+    if arr.dtype != np.uint8:
+        arr = (arr != 0).view(np.uint8)
     out = []
     for m in arr:
         contours = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]

@@ -1,0 +1,231 @@
+// Mask decoding: only the pixels inside each box are computed. Per mask:
+//   1. the output rows/columns inside the box -> the prototype window their taps touch,
+//   2. low-resolution logits coeffs . protos on that window only,
+//   3. horizontal resampling of the window rows to the box columns,
+//   4. vertical resampling per box row, threshold > 0, uint8 written straight into the output.
+// Scratch is per thread and bounded by the prototype window, never by N*H*W.
+#include "masks.h"
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+#include "registry.h"
+
+namespace py = pybind11;
+
+namespace yoloseg {
+namespace {
+
+// One bilinear step (align_corners=False) as computed by torch's CPU kernels in float32:
+// source = scale * (dst + 0.5) - 0.5 clamped at 0, neighbours i0 and i0 + 1 (clamped to the edge).
+struct LinearStep {
+  int64_t i0, i1;
+  float w0, w1;
+};
+
+inline LinearStep linear_step(float scale, int64_t dst, int64_t in_size) {
+  float src = scale * (static_cast<float>(dst) + 0.5f) - 0.5f;
+  if (src < 0.0f) src = 0.0f;
+  int64_t i0 = std::min(static_cast<int64_t>(src), in_size - 1);
+  float l1 = std::min(std::max(src - static_cast<float>(i0), 0.0f), 1.0f);
+  const int64_t i1 = i0 + (i0 < in_size - 1 ? 1 : 0);
+  return {i0, i1, 1.0f - l1, l1};
+}
+
+constexpr int64_t kParallelMinPixels = 1 << 16;
+
+template <int K>
+void decode_one(const float* protos, int64_t nm, int64_t mh, int64_t mw, const float* coef, const float* box,
+                const AxisTaps& yt, const AxisTaps& xt, int64_t out_h, int64_t out_w, uint8_t* out,
+                std::vector<float>& logits, std::vector<float>& rows) {
+  // Output pixels kept by the crop: x1 <= x < x2, i.e. x in [ceil(x1), ceil(x2)).
+  auto first_at_or_above = [](float v, int64_t size) {
+    const double c = std::ceil(static_cast<double>(v));
+    return static_cast<int64_t>(std::min(std::max(c, 0.0), static_cast<double>(size)));
+  };
+  const int64_t cx0 = first_at_or_above(box[0], out_w), cx1 = first_at_or_above(box[2], out_w);
+  const int64_t ry0 = first_at_or_above(box[1], out_h), ry1 = first_at_or_above(box[3], out_h);
+  if (cx1 <= cx0 || ry1 <= ry0) return;
+  const int64_t bw = cx1 - cx0;
+
+  // Prototype window touched by the taps of those rows and columns.
+  const int64_t pc0 = xt.start[cx0], pc1 = std::min<int64_t>(mw - 1, xt.start[cx1 - 1] + K - 1);
+  const int64_t pr0 = yt.start[ry0], pr1 = std::min<int64_t>(mh - 1, yt.start[ry1 - 1] + K - 1);
+  const int64_t ncol = pc1 - pc0 + 1, nrow = pr1 - pr0 + 1;
+  const int64_t ld = ncol + K - 1;  // zero columns past the window absorb taps with zero weight
+
+  // 2. logits on the window, rows padded with K - 1 zero rows/columns.
+  logits.assign(static_cast<size_t>((nrow + K - 1) * ld), 0.0f);
+  const int64_t plane = mh * mw;
+  for (int64_t r = 0; r < nrow; ++r) {
+    float* __restrict dst = logits.data() + r * ld;
+    const float* src = protos + (pr0 + r) * mw + pc0;
+    for (int64_t k = 0; k < nm; ++k) {
+      const float c = coef[k];
+      const float* __restrict p = src + k * plane;
+      for (int64_t j = 0; j < ncol; ++j) dst[j] += c * p[j];
+    }
+  }
+
+  // 3. horizontal resampling of every window row to the box columns.
+  rows.assign(static_cast<size_t>((nrow + K - 1) * bw), 0.0f);
+  const int32_t* xs = xt.start.data() + cx0;
+  const float* xw = xt.weight.data() + cx0 * K;
+  for (int64_t r = 0; r < nrow; ++r) {
+    const float* src = logits.data() + r * ld - pc0;
+    float* __restrict dst = rows.data() + r * bw;
+    for (int64_t x = 0; x < bw; ++x) {
+      const float* s = src + xs[x];
+      const float* w = xw + x * K;
+      float v = w[0] * s[0];
+      for (int b = 1; b < K; ++b) v += w[b] * s[b];
+      dst[x] = v;
+    }
+  }
+
+  // 4. vertical resampling, threshold, store.
+  for (int64_t y = ry0; y < ry1; ++y) {
+    const float* w = yt.weight.data() + y * K;
+    const float* base = rows.data() + (yt.start[y] - pr0) * bw;
+    uint8_t* __restrict dst = out + y * out_w + cx0;
+    float w_[K];
+    for (int a = 0; a < K; ++a) w_[a] = w[a];
+    for (int64_t x = 0; x < bw; ++x) {
+      float v = w_[0] * base[x];
+      for (int a = 1; a < K; ++a) v += w_[a] * base[a * bw + x];
+      dst[x] = static_cast<uint8_t>(v > 0.0f);
+    }
+  }
+}
+
+}  // namespace
+
+AxisTaps resample_taps(int64_t out, int64_t proto, int64_t f, int64_t offset, int64_t content) {
+  if (out <= 0 || proto <= 0 || f <= 0 || content <= 0 || offset < 0 || offset + content > f * proto)
+    throw std::invalid_argument("decode_masks: inconsistent resampling plan");
+  AxisTaps t;
+  t.taps = f == 1 ? 2 : 4;
+  const int K = t.taps;
+  t.start.resize(out);
+  t.weight.assign(static_cast<size_t>(out * K), 0.0f);
+  const float scale = static_cast<float>(content) / static_cast<float>(out);
+  const float up_scale = 1.0f / static_cast<float>(f);
+  for (int64_t d = 0; d < out; ++d) {
+    const LinearStep b = linear_step(scale, d, content);
+    int64_t idx[4];
+    float wt[4];
+    int cnt = 0;
+    for (int s = 0; s < 2; ++s) {
+      const int64_t u = (s == 0 ? b.i0 : b.i1) + offset;
+      const float wb = s == 0 ? b.w0 : b.w1;
+      if (f == 1) {
+        idx[cnt] = u;
+        wt[cnt++] = wb;
+      } else {
+        const LinearStep a = linear_step(up_scale, u, proto);
+        idx[cnt] = a.i0;
+        wt[cnt++] = wb * a.w0;
+        idx[cnt] = a.i1;
+        wt[cnt++] = wb * a.w1;
+      }
+    }
+    const int64_t lo = *std::min_element(idx, idx + cnt);
+    t.start[d] = static_cast<int32_t>(lo);
+    for (int c = 0; c < cnt; ++c) {
+      if (idx[c] - lo >= K) throw std::logic_error("decode_masks: tap span exceeds kernel width");
+      t.weight[d * K + (idx[c] - lo)] += wt[c];
+    }
+  }
+  return t;
+}
+
+void decode_masks_kernel(const float* protos, int64_t nm, int64_t mh, int64_t mw, const float* coeffs,
+                         const float* boxes, int64_t n, const AxisTaps& ytaps, const AxisTaps& xtaps,
+                         int64_t out_h, int64_t out_w, uint8_t* out, int nthreads) {
+  if (ytaps.taps != xtaps.taps) throw std::invalid_argument("decode_masks: axis tap widths differ");
+  int64_t work = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float* b = boxes + 4 * i;
+    const double w = std::min<double>(b[2], out_w) - std::max<double>(b[0], 0.0);
+    const double h = std::min<double>(b[3], out_h) - std::max<double>(b[1], 0.0);
+    if (w > 0 && h > 0) work += static_cast<int64_t>(w * h);
+  }
+  const bool parallel = nthreads > 1 && n > 1 && work >= kParallelMinPixels;
+  const int64_t plane = out_h * out_w;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nthreads) if (parallel)
+#endif
+  {
+    std::vector<float> logits, rows;
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+    for (int64_t i = 0; i < n; ++i) {
+      if (ytaps.taps == 2)
+        decode_one<2>(protos, nm, mh, mw, coeffs + i * nm, boxes + 4 * i, ytaps, xtaps, out_h, out_w,
+                      out + i * plane, logits, rows);
+      else
+        decode_one<4>(protos, nm, mh, mw, coeffs + i * nm, boxes + 4 * i, ytaps, xtaps, out_h, out_w,
+                      out + i * plane, logits, rows);
+    }
+  }
+  (void)parallel;
+}
+
+namespace {
+
+using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+py::array decode_masks_py(const FloatArray& protos, const FloatArray& coeffs, const FloatArray& boxes, int64_t out_h,
+                          int64_t out_w, int64_t f, int64_t top, int64_t left, int64_t content_h,
+                          int64_t content_w, int nthreads) {
+  if (protos.ndim() != 3) throw std::invalid_argument("decode_masks: protos must have shape (nm, h, w)");
+  const int64_t nm = protos.shape(0), mh = protos.shape(1), mw = protos.shape(2);
+  if (coeffs.ndim() != 2 || coeffs.shape(1) != nm)
+    throw std::invalid_argument("decode_masks: coeffs must have shape (n, nm)");
+  const int64_t n = coeffs.shape(0);
+  if (boxes.ndim() != 2 || boxes.shape(0) != n || boxes.shape(1) != 4)
+    throw std::invalid_argument("decode_masks: boxes must have shape (n, 4)");
+  if (out_h <= 0 || out_w <= 0) throw std::invalid_argument("decode_masks: output size must be positive");
+  const AxisTaps yt = resample_taps(out_h, mh, f, top, content_h);
+  const AxisTaps xt = resample_taps(out_w, mw, f, left, content_w);
+  // numpy.zeros maps fresh zero pages lazily: untouched (outside-box) pixels cost nothing.
+  py::array out = py::module_::import("numpy").attr("zeros")(py::make_tuple(n, out_h, out_w), "uint8");
+  auto* dst = static_cast<uint8_t*>(out.mutable_data());
+  {
+    py::gil_scoped_release release;
+    decode_masks_kernel(protos.data(), nm, mh, mw, coeffs.data(), boxes.data(), n, yt, xt, out_h, out_w, dst,
+                        nthreads);
+  }
+  return out;
+}
+
+py::tuple resample_taps_py(int64_t out, int64_t proto, int64_t f, int64_t offset, int64_t content) {
+  const AxisTaps t = resample_taps(out, proto, f, offset, content);
+  py::array_t<int32_t> start(static_cast<py::ssize_t>(out));
+  py::array_t<float> weight({static_cast<py::ssize_t>(out), static_cast<py::ssize_t>(t.taps)});
+  std::memcpy(start.mutable_data(), t.start.data(), t.start.size() * sizeof(int32_t));
+  std::memcpy(weight.mutable_data(), t.weight.data(), t.weight.size() * sizeof(float));
+  return py::make_tuple(start, weight);
+}
+
+void init_masks(py::module_& m) {
+  m.def("decode_masks", &decode_masks_py, py::arg("protos"), py::arg("coeffs"), py::arg("boxes"), py::arg("out_h"),
+        py::arg("out_w"), py::arg("f"), py::arg("top"), py::arg("left"), py::arg("content_h"),
+        py::arg("content_w"), py::arg("nthreads") = 1,
+        "Binary masks (n, out_h, out_w) uint8 from protos (nm,h,w) float32, coeffs (n,nm), boxes (n,4) xyxy in "
+        "output pixels. Resampling: upsample by f, cut [top:top+content_h, left:left+content_w], resize to "
+        "the output; only pixels inside each box are computed.");
+  m.def("resample_taps", &resample_taps_py, py::arg("out"), py::arg("proto"), py::arg("f"), py::arg("offset"),
+        py::arg("content"), "Per-axis resampling taps (start int32 (out,), weight float32 (out, K)).");
+}
+
+static Registrar reg("masks", init_masks);
+
+}  // namespace
+}  // namespace yoloseg

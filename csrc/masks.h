@@ -1,0 +1,33 @@
+// Mask decoding on raw float buffers: prototypes x coefficients -> binary masks cropped to boxes.
+//
+// The output grid is reached from the prototype grid by a separable resampling chain, described
+// per axis by `ResamplePlan` (the same chain the pure-torch reference runs with F.interpolate):
+//   1. bilinear upsample by the integer factor f (align_corners=False; skipped when f == 1),
+//   2. cut the window [offset, offset + content) of the upsampled axis,
+//   3. bilinear resize of that window to the output size (align_corners=False).
+// Bilinear resampling is linear, so each output row/column is a fixed weighted sum of at most K
+// consecutive prototype rows/columns (K = 2 when f == 1, else 4); the kernel precomputes these
+// taps once per axis and evaluates only the output pixels inside each box.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace yoloseg {
+
+struct AxisTaps {
+  int taps = 2;                 // weights per output index
+  std::vector<int32_t> start;   // first prototype index per output index
+  std::vector<float> weight;    // taps weights per output index (zero-padded)
+};
+
+// out: output length; proto: prototype length; f, offset, content: steps 1-3 above.
+AxisTaps resample_taps(int64_t out, int64_t proto, int64_t f, int64_t offset, int64_t content);
+
+// protos (nm, mh, mw), coeffs (n, nm), boxes (n, 4) xyxy in output pixels, out (n, H, W) uint8
+// that must arrive zero-filled: only pixels with x1 <= x < x2, y1 <= y < y2 are written
+// (1 where the resampled logit is > 0).
+void decode_masks_kernel(const float* protos, int64_t nm, int64_t mh, int64_t mw, const float* coeffs,
+                         const float* boxes, int64_t n, const AxisTaps& ytaps, const AxisTaps& xtaps,
+                         int64_t out_h, int64_t out_w, uint8_t* out, int nthreads);
+
+}  // namespace yoloseg

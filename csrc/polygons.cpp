@@ -1,0 +1,94 @@
+// Bounding windows of the nonzero pixels of binary masks (one pass, word-at-a-time row tests).
+#include "polygons.h"
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+#include "registry.h"
+
+namespace py = pybind11;
+
+namespace yoloseg {
+namespace {
+
+inline bool row_any(const uint8_t* row, int64_t w) {
+  int64_t x = 0;
+  uint64_t acc = 0;
+  for (; x + 8 <= w; x += 8) {
+    uint64_t v;
+    std::memcpy(&v, row + x, 8);
+    acc |= v;
+  }
+  for (; x < w; ++x) acc |= row[x];
+  return acc != 0;
+}
+
+void window_one(const uint8_t* m, int64_t h, int64_t w, int64_t* win) {
+  int64_t y0 = -1, y1 = -1, x0 = w, x1 = 0;
+  for (int64_t y = 0; y < h; ++y) {
+    const uint8_t* row = m + y * w;
+    if (!row_any(row, w)) continue;
+    if (y0 < 0) y0 = y;
+    y1 = y + 1;
+    // Only the part of the row outside the current [x0, x1) can widen the window.
+    for (int64_t x = 0; x < x0; ++x)
+      if (row[x]) {
+        x0 = x;
+        break;
+      }
+    for (int64_t x = w - 1; x >= x1; --x)
+      if (row[x]) {
+        x1 = x + 1;
+        break;
+      }
+  }
+  if (y0 < 0) {
+    win[0] = win[1] = win[2] = win[3] = 0;
+  } else {
+    win[0] = x0;
+    win[1] = y0;
+    win[2] = x1;
+    win[3] = y1;
+  }
+}
+
+}  // namespace
+
+void mask_windows_kernel(const uint8_t* masks, int64_t n, int64_t h, int64_t w, int64_t* windows, int nthreads) {
+  const bool parallel = nthreads > 1 && n > 1 && n * h * w >= (int64_t{1} << 20);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(dynamic, 4) if (parallel)
+#endif
+  for (int64_t i = 0; i < n; ++i) window_one(masks + i * h * w, h, w, windows + 4 * i);
+  (void)parallel;
+}
+
+namespace {
+
+py::array_t<int64_t> mask_windows_py(const py::array_t<uint8_t, py::array::c_style | py::array::forcecast>& masks,
+                                     int nthreads) {
+  if (masks.ndim() != 3) throw std::invalid_argument("mask_windows: masks must have shape (n, h, w)");
+  const int64_t n = masks.shape(0), h = masks.shape(1), w = masks.shape(2);
+  py::array_t<int64_t> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(4)});
+  int64_t* dst = out.mutable_data();
+  const uint8_t* src = masks.data();
+  {
+    py::gil_scoped_release release;
+    mask_windows_kernel(src, n, h, w, dst, nthreads);
+  }
+  return out;
+}
+
+void init_polygons(py::module_& m) {
+  m.def("mask_windows", &mask_windows_py, py::arg("masks"), py::arg("nthreads") = 1,
+        "(n, 4) int64 [x0, y0, x1, y1) window of the nonzero pixels of each uint8 mask (zeros when empty).");
+}
+
+static Registrar reg("polygons", init_polygons);
+
+}  // namespace
+}  // namespace yoloseg

@@ -1,0 +1,12 @@
+// Support for mask -> polygon extraction: the window of nonzero pixels of each mask, so contour
+// tracing (OpenCV, in Python) only visits that window.
+#pragma once
+#include <cstdint>
+
+namespace yoloseg {
+
+// masks (n, h, w) uint8; windows (n, 4) int64 [x0, y0, x1, y1) of the nonzero pixels, all zero for
+// an empty mask.
+void mask_windows_kernel(const uint8_t* masks, int64_t n, int64_t h, int64_t w, int64_t* windows, int nthreads);
+
+}  // namespace yoloseg
