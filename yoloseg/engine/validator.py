@@ -231,6 +231,14 @@ class Validator:
         bs = self._c("batch", 16)
         bs = int(bs) if float(bs) >= 1 else 16
         rect = not getattr(model, "fixed_input", False)
+        if not rect:  # a static export: every image letterboxed to exactly its input size
+            fixed = tuple(int(v) for v in getattr(model, "imgsz", (imgsz, imgsz)))
+            if fixed[0] != fixed[1]:
+                raise ValueError(f"validating a static {fixed[0]}x{fixed[1]} export needs square inputs; "
+                                 "export with dynamic=True (or a square imgsz)")
+            if fixed[0] != imgsz:
+                LOGGER.warning(f"imgsz={imgsz} ignored: the exported model takes {fixed[0]}x{fixed[1]} inputs")
+            imgsz = fixed[0]
         cfg = SimpleNamespace(**{**(vars(self.cfg) if not isinstance(self.cfg, dict) else self.cfg),
                                  "imgsz": imgsz, "batch": bs})
         dataset = build_dataset(data, split, cfg, augment=False, batch=bs, stride=stride, rect=rect)
@@ -347,10 +355,13 @@ class Validator:
                     sync()
                     t2 = time.perf_counter()
                     pred, protos = pred.float(), protos.float()
-                    pred = self._drop_nonfinite(pred, conf, batch)
-                    dets = ops.non_max_suppression(pred, conf_thres=conf, iou_thres=iou, classes=classes,
-                                                   agnostic=agnostic, max_det=max_det, nm=protos.shape[1])
                     input_hw = tuple(x.shape[-2:])
+                    if getattr(net, "end2end", False):
+                        dets, protos = self._end2end(pred, protos, conf, classes, max_det, input_hw)
+                    else:
+                        pred = self._drop_nonfinite(pred, conf, batch)
+                        dets = ops.non_max_suppression(pred, conf_thres=conf, iou_thres=iou, classes=classes,
+                                                       agnostic=agnostic, max_det=max_det, nm=protos.shape[1])
                     for i, det in enumerate(dets):
                         f = batch["im_file"][i]
                         if f in seen_files:  # a substitute for an unreadable image: counted once
@@ -373,6 +384,26 @@ class Validator:
                 bar.close()
         if self.seen:
             self.speed = {k: v / self.seen for k, v in totals.items()}
+
+    @staticmethod
+    def _end2end(dets_in, probs, conf, classes, max_det, input_hw):
+        """Outputs of an end-to-end export (NMS inside: rows x1, y1, x2, y2, score, class; per-row mask
+        probabilities) -> the same per-image detections as NMS gives, each row's mask logits as its own
+        prototype (coefficients = identity), so masks are decoded exactly like raw predictions."""
+        from yoloseg.engine.backends import _fill_outside_crop
+
+        dets, protos = [], []
+        for i in range(dets_in.shape[0]):
+            d, p = dets_in[i], probs[i]
+            keep = (d[:, 5] >= 0) & (d[:, 4] > conf) & torch.isfinite(d[:, :5]).all(1)
+            if classes is not None:
+                keep &= torch.isin(d[:, 5].long(), torch.as_tensor(classes, dtype=torch.int64, device=d.device))
+            d, p = d[keep][:max_det], p[keep][:max_det]
+            logits = _fill_outside_crop(torch.logit(p.clamp(1e-6, 1 - 1e-6)), d[:, :4], input_hw) if len(d) else p
+            eye = torch.eye(len(d), dtype=d.dtype, device=d.device)
+            dets.append(torch.cat([d[:, :6], eye], 1))
+            protos.append(logits)
+        return dets, protos
 
     def _drop_nonfinite(self, pred, conf, batch):
         """Anchors with a non-finite box, score or coefficient get score 0 (so NMS never sees them)."""
