@@ -21,6 +21,15 @@ def use_compiled(family: str, *tensors: torch.Tensor) -> bool:
     return has_family(family) and all(t.device.type == "cpu" for t in tensors)
 
 
+def eager(*tensors: torch.Tensor) -> bool:
+    """True for plain tensors outside torch.compile/export tracing.
+
+    The face then calls the kernel directly instead of through its custom op: same result, no
+    dispatcher overhead, and no lazy import of torch._dynamo (about a second) on the first call.
+    """
+    return not torch.compiler.is_compiling() and all(type(t) is torch.Tensor for t in tensors)
+
+
 def num_threads() -> int:
     """Kernels follow torch's intra-op thread setting, so torch.set_num_threads(1) holds for them too."""
     return max(1, torch.get_num_threads())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from yoloseg.ops import reference
-from yoloseg.ops._compiled import C, check_finite, check_same_device, check_tensor, num_threads, use_compiled
+from yoloseg.ops._compiled import C, check_finite, check_same_device, check_tensor, eager, num_threads, use_compiled
 
 __all__ = ["process_mask", "process_mask_native"]
 
@@ -26,8 +26,7 @@ def _decode_compiled(protos, coeffs, boxes, out_h, out_w, plan):
     return torch.from_numpy(out).view(torch.bool)
 
 
-@torch.library.custom_op("yoloseg::process_mask", mutates_args=())
-def _process_mask_op(protos: torch.Tensor, coeffs: torch.Tensor, boxes: torch.Tensor, height: int, width: int,
+def _process_mask_impl(protos: torch.Tensor, coeffs: torch.Tensor, boxes: torch.Tensor, height: int, width: int,
                      upsample: bool) -> torch.Tensor:
     if use_compiled("masks", protos, coeffs, boxes):
         _, mh, mw = protos.shape
@@ -38,19 +37,26 @@ def _process_mask_op(protos: torch.Tensor, coeffs: torch.Tensor, boxes: torch.Te
     return reference.process_mask(protos, coeffs, boxes, (height, width), upsample)
 
 
+_process_mask_op = torch.library.custom_op("yoloseg::process_mask", _process_mask_impl, mutates_args=())
+
+
 @_process_mask_op.register_fake
 def _process_mask_fake(protos, coeffs, boxes, height, width, upsample):
     hw = (height, width) if upsample else tuple(protos.shape[1:])
     return protos.new_empty((coeffs.shape[0], *hw), dtype=torch.bool)
 
 
-@torch.library.custom_op("yoloseg::process_mask_native", mutates_args=())
-def _process_mask_native_op(protos: torch.Tensor, coeffs: torch.Tensor, boxes: torch.Tensor, height: int,
+def _process_mask_native_impl(protos: torch.Tensor, coeffs: torch.Tensor, boxes: torch.Tensor, height: int,
                             width: int) -> torch.Tensor:
     if use_compiled("masks", protos, coeffs, boxes):
         plan = reference.native_plan(tuple(protos.shape[1:]), (height, width))
         return _decode_compiled(protos, coeffs, boxes, height, width, plan)
     return reference.process_mask_native(protos, coeffs, boxes, (height, width))
+
+
+_process_mask_native_op = torch.library.custom_op(
+    "yoloseg::process_mask_native", _process_mask_native_impl, mutates_args=()
+)
 
 
 @_process_mask_native_op.register_fake
@@ -94,7 +100,8 @@ def process_mask(protos, coeffs, boxes, shape, upsample=True):
     """
     _check_inputs(protos, coeffs, boxes)
     h, w = _check_shape(shape)
-    return _process_mask_op(protos.detach(), coeffs.detach(), boxes.detach(), h, w, bool(upsample))
+    p, c, b = protos.detach(), coeffs.detach(), boxes.detach()
+    return (_process_mask_impl if eager(p, c, b) else _process_mask_op)(p, c, b, h, w, bool(upsample))
 
 
 def process_mask_native(protos, coeffs, boxes, shape):
@@ -107,4 +114,5 @@ def process_mask_native(protos, coeffs, boxes, shape):
     """
     _check_inputs(protos, coeffs, boxes)
     h, w = _check_shape(shape)
-    return _process_mask_native_op(protos.detach(), coeffs.detach(), boxes.detach(), h, w)
+    p, c, b = protos.detach(), coeffs.detach(), boxes.detach()
+    return (_process_mask_native_impl if eager(p, c, b) else _process_mask_native_op)(p, c, b, h, w)

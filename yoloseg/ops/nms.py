@@ -15,6 +15,7 @@ from yoloseg.ops._compiled import (
     check_same_device,
     check_tensor,
     check_threshold,
+    eager,
     num_threads,
     use_compiled,
 )
@@ -22,13 +23,15 @@ from yoloseg.ops._compiled import (
 __all__ = ["nms", "batched_nms", "non_max_suppression"]
 
 
-@torch.library.custom_op("yoloseg::nms", mutates_args=())
-def _nms_op(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+def _nms_impl(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     if use_compiled("nms", boxes, scores):
         b = boxes.detach().float().contiguous().numpy()
         s = scores.detach().float().contiguous().numpy()
         return torch.from_numpy(C.nms(b, s, iou_threshold, 0, num_threads()))
     return reference.nms(boxes, scores, iou_threshold)
+
+
+_nms_op = torch.library.custom_op("yoloseg::nms", _nms_impl, mutates_args=())
 
 
 @_nms_op.register_fake
@@ -37,14 +40,18 @@ def _nms_fake(boxes, scores, iou_threshold):
     return boxes.new_empty((n,), dtype=torch.int64)
 
 
-@torch.library.custom_op("yoloseg::batched_nms", mutates_args=())
-def _batched_nms_op(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+def _batched_nms_impl(
+    boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float
+) -> torch.Tensor:
     if use_compiled("nms", boxes, scores, idxs):
         b = boxes.detach().float().contiguous().numpy()
         s = scores.detach().float().contiguous().numpy()
         i = idxs.detach().to(torch.int64).contiguous().numpy()
         return torch.from_numpy(C.batched_nms(b, s, i, iou_threshold, 0, num_threads()))
     return reference.batched_nms(boxes, scores, idxs, iou_threshold)
+
+
+_batched_nms_op = torch.library.custom_op("yoloseg::batched_nms", _batched_nms_impl, mutates_args=())
 
 
 @_batched_nms_op.register_fake
@@ -74,7 +81,8 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     """
     _check_boxes_scores(boxes, scores)
     thr = check_threshold(iou_threshold, "iou_threshold")
-    return _nms_op(boxes.detach().float().contiguous(), scores.detach().float().contiguous(), thr)
+    b, s = boxes.detach().float().contiguous(), scores.detach().float().contiguous()
+    return (_nms_impl if eager(b, s) else _nms_op)(b, s, thr)
 
 
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float) -> torch.Tensor:
@@ -94,9 +102,9 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, i
     elif idxs.is_complex() or idxs.dtype == torch.bool:
         raise ValueError(f"idxs must be an integer tensor, got {idxs.dtype}")
     thr = check_threshold(iou_threshold, "iou_threshold")
-    return _batched_nms_op(
-        boxes.detach().float().contiguous(), scores.detach().float().contiguous(), idxs.detach().long().contiguous(), thr
-    )
+    b, s = boxes.detach().float().contiguous(), scores.detach().float().contiguous()
+    i = idxs.detach().long().contiguous()
+    return (_batched_nms_impl if eager(b, s, i) else _batched_nms_op)(b, s, i, thr)
 
 
 def non_max_suppression(pred, conf_thres=0.25, iou_thres=0.7, classes=None, agnostic=False, max_det=300, nm=32):
