@@ -344,18 +344,13 @@ rle::View mask_of(const Ann& a, const Store& st, uint64_t img_h, uint64_t img_w,
     decode_rle_text(st.text + a.seg_begin, a.seg_end - a.seg_begin, own);
     return rle::View{a.seg_h, a.seg_w, own.data(), own.size()};
   }
-  // Polygons. A list whose parts all have exactly 4 numbers reads as boxes [x, y, w, h].
+  // Polygons, every part rasterised (parts of fewer than 3 points give little or nothing; the
+  // COCO tools reject some such lists outright, and an empty list gives an empty mask here).
   const size_t np = a.seg_end - a.seg_begin;
-  bool boxes = np > 0;
-  for (size_t i = a.seg_begin; i < a.seg_end && boxes; ++i) boxes = st.polys[i].second == 4;
   if (scratch.size() < np) scratch.resize(np);
   for (size_t i = 0; i < np; ++i) {
     const auto& pr = st.polys[a.seg_begin + i];
-    const double* xy = st.coords.data() + pr.first;
-    if (boxes)
-      rle::from_bbox(xy, img_h, img_w, scratch[i]);
-    else
-      rle::from_polygon(xy, pr.second / 2, img_h, img_w, scratch[i]);
+    rle::from_polygon(st.coords.data() + pr.first, pr.second / 2, img_h, img_w, scratch[i]);
   }
   uint64_t h = img_h, w = img_w;
   if (np == 0) {
