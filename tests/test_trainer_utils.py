@@ -142,3 +142,15 @@ def test_plot_results_draws_png(tmp_path):
     assert img.shape[1] == 2 * 320 and (img < 200).any()
     with pytest.raises(FileNotFoundError):
         plot_results(tmp_path / "missing.csv")
+
+
+def test_cpu_threads():
+    from yoloseg.utils.torch_utils import idle_cores, set_cpu_threads, usable_cores
+
+    before = torch.get_num_threads()
+    try:
+        assert 1 <= idle_cores() <= usable_cores()
+        assert set_cpu_threads(1) == 1 and torch.get_num_threads() == 1
+        assert set_cpu_threads(None) == torch.get_num_threads() >= 1
+    finally:
+        torch.set_num_threads(before)

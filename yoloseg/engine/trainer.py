@@ -83,8 +83,7 @@ class Trainer:
             a = self.args
         self.device = select_device(getattr(a, "device", None))
         if self.device.type == "cpu":
-            self.threads = ts.cpu_threads_request()
-            set_cpu_threads(self.threads)
+            self.threads = set_cpu_threads(ts.cpu_threads_request())
         init_seeds(int(getattr(a, "seed", 0) or 0) + 1 + max(self.rank, 0), bool(getattr(a, "deterministic", False)))
         self.data = ts.load_data(self)
         self.save_dir = ts.make_save_dir(self) if self.resume_ckpt is None else self.save_dir
@@ -148,7 +147,8 @@ class Trainer:
         patience = int(getattr(a, "patience", 100) or 0)
         self.log(f"Training for {self.epochs} epochs (starting at {self.start_epoch + 1}) on {self.device}: "
                  f"{len(self.train_loader.dataset)} train images, batch {self.batch_size}, imgsz {self.imgsz}, "
-                 f"accumulate {self.accumulate}, results to {self.save_dir}")
+                 f"accumulate {self.accumulate}, results to {self.save_dir}"
+                 + (f", {self.threads} CPU thread(s)" if self.device.type == "cpu" else ""))
         t_start = time.time()
         for epoch in range(self.start_epoch, self.epochs):
             self.epoch = epoch

@@ -101,7 +101,8 @@ def plot_results(csv_path: str | Path, out: str | Path | None = None, columns: l
         x = np.asarray(cols["epoch"], float)
     else:
         x = np.arange(1, len(next(iter(cols.values()), [])) + 1, dtype=float)
-    names = columns or [c for c in cols if c not in ("epoch", "time") and not c.startswith("lr/")]
+    names = columns or [c for c in cols if c not in ("epoch", "time") and not c.startswith("lr/")
+                        and any(math.isfinite(v) for v in cols[c])]  # columns never filled are left out
     panels = [_panel(n, x, np.asarray(cols[n], float)) for n in names if n in cols] or [_panel("empty", x, x * np.nan)]
     ncol = min(5, len(panels))
     nrow = math.ceil(len(panels) / ncol)

@@ -69,13 +69,29 @@ def select_device(device=None, batch: int | None = None) -> torch.device:
     return torch.device(f"cuda:{indices[0]}")
 
 
+def usable_cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def idle_cores() -> int:
+    """Cores not already kept busy by other processes (usable cores minus the 1-minute load average,
+    at least 1). OpenMP kernels slow down several-fold when they get more threads than free cores."""
+    n = usable_cores()
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return n
+    return max(1, min(n, int(n - load + 0.5)))
+
+
 def set_cpu_threads(n: int | None = None) -> int:
-    """Use `n` intra-op threads on CPU (default: every core this process may run on)."""
+    """Use `n` intra-op threads on CPU (default: every core that is not already busy, see idle_cores)."""
     if n is None or n <= 0:
-        try:
-            n = len(os.sched_getaffinity(0))
-        except (AttributeError, OSError):
-            n = os.cpu_count() or 1
+        n = idle_cores()
     torch.set_num_threads(n)
     return n
 
