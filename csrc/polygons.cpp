@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <stdexcept>
 
@@ -67,7 +68,36 @@ void mask_windows_kernel(const uint8_t* masks, int64_t n, int64_t h, int64_t w, 
   (void)parallel;
 }
 
+void closest_vertices_kernel(const int32_t* a, int64_t n, const int32_t* b, int64_t m, int64_t* i_out,
+                             int64_t* j_out) {
+  int64_t best = INT64_MAX, bi = 0, bj = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t ax = a[2 * i], ay = a[2 * i + 1];
+    for (int64_t j = 0; j < m; ++j) {
+      const int64_t dx = ax - b[2 * j], dy = ay - b[2 * j + 1];
+      const int64_t d = dx * dx + dy * dy;
+      if (d < best) {
+        best = d;
+        bi = i;
+        bj = j;
+      }
+    }
+  }
+  *i_out = bi;
+  *j_out = bj;
+}
+
 namespace {
+
+using PointArray = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+
+py::tuple closest_vertices_py(const PointArray& a, const PointArray& b) {
+  if (a.ndim() != 2 || a.shape(1) != 2 || b.ndim() != 2 || b.shape(1) != 2 || a.shape(0) == 0 || b.shape(0) == 0)
+    throw std::invalid_argument("closest_vertices: a and b must be non-empty (n, 2) point arrays");
+  int64_t i = 0, j = 0;
+  closest_vertices_kernel(a.data(), a.shape(0), b.data(), b.shape(0), &i, &j);
+  return py::make_tuple(i, j);
+}
 
 py::array_t<int64_t> mask_windows_py(const py::array_t<uint8_t, py::array::c_style | py::array::forcecast>& masks,
                                      int nthreads) {
@@ -86,6 +116,8 @@ py::array_t<int64_t> mask_windows_py(const py::array_t<uint8_t, py::array::c_sty
 void init_polygons(py::module_& m) {
   m.def("mask_windows", &mask_windows_py, py::arg("masks"), py::arg("nthreads") = 1,
         "(n, 4) int64 [x0, y0, x1, y1) window of the nonzero pixels of each uint8 mask (zeros when empty).");
+  m.def("closest_vertices", &closest_vertices_py, py::arg("a"), py::arg("b"),
+        "(i, j) of the closest pair a[i], b[j] of two int32 (n,2) point arrays; first in row-major order on ties.");
 }
 
 static Registrar reg("polygons", init_polygons);

@@ -9,4 +9,9 @@ namespace yoloseg {
 // an empty mask.
 void mask_windows_kernel(const uint8_t* masks, int64_t n, int64_t h, int64_t w, int64_t* windows, int nthreads);
 
+// Closest vertex pair between two point lists (int32 (n,2) and (m,2)): writes (i, j) minimising the
+// squared distance, the first in row-major (i, then j) order on ties.
+void closest_vertices_kernel(const int32_t* a, int64_t n, const int32_t* b, int64_t m, int64_t* i_out,
+                             int64_t* j_out);
+
 }  // namespace yoloseg

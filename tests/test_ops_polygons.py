@@ -96,3 +96,34 @@ def test_windows_compiled_equals_numpy(monkeypatch):
 def test_bad_input_raises_value_error(masks, strategy, match):
     with pytest.raises(ValueError, match=match):
         ops.masks_to_polygons(masks, strategy)
+
+
+@pytest.mark.parametrize("strategy", ["largest", "all"])
+def test_box_hint_gives_the_same_polygons(strategy):
+    """Masks decoded by process_mask are zero outside their boxes, so the boxes are a valid hint."""
+    g = torch.Generator().manual_seed(5)
+    protos = F.interpolate(torch.randn(1, 32, 10, 10, generator=g), size=(80, 96), mode="bilinear")[0]
+    coeffs = torch.randn(40, 32, generator=g)
+    centre = torch.rand(40, 2, generator=g) * torch.tensor([384.0, 320.0])
+    side = torch.rand(40, 2, generator=g) * 200 + 0.5
+    boxes = torch.cat([centre - side / 2, centre + side / 2], 1)  # some partly outside the image
+    boxes[0] = torch.tensor([5.0, 5.0, 5.0, 50.0])  # empty
+    masks = ops.process_mask(protos, coeffs, boxes, (320, 384))
+    got = ops.masks_to_polygons(masks, strategy, boxes=boxes)
+    want = ref.masks_to_polygons(masks, strategy)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="boxes must have shape"):
+        ops.masks_to_polygons(masks, strategy, boxes=boxes[:3])
+    with pytest.raises(ValueError, match="boxes contains NaN"):
+        ops.masks_to_polygons(masks, strategy, boxes=torch.full((40, 4), float("nan")))
+
+
+def test_closest_vertices_compiled_equals_numpy():
+    from yoloseg import _C
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        a = rng.integers(0, 20, (rng.integers(1, 30), 2)).astype(np.int32)  # many ties
+        b = rng.integers(0, 20, (rng.integers(1, 30), 2)).astype(np.int32)
+        assert tuple(_C.closest_vertices(a, b)) == ref.closest_vertices(a, b)

@@ -60,16 +60,44 @@ def _windows(arr: np.ndarray) -> np.ndarray:
     return out
 
 
-def masks_to_polygons(masks, strategy="largest"):
+def _hint_windows(boxes, n, h, w) -> np.ndarray:
+    """Windows from boxes known to contain every nonzero pixel: [floor(x1), floor(y1), ceil(x2), ceil(y2))."""
+    if isinstance(boxes, torch.Tensor):
+        boxes = boxes.detach().cpu().double().numpy()
+    elif isinstance(boxes, np.ndarray):
+        boxes = boxes.astype(np.float64)
+    else:
+        raise ValueError(f"boxes must be a torch.Tensor or numpy.ndarray, got {type(boxes).__name__}")
+    if boxes.shape != (n, 4):
+        raise ValueError(f"boxes must have shape ({n}, 4) to match masks, got {tuple(boxes.shape)}")
+    if not np.isfinite(boxes).all():
+        raise ValueError("boxes contains NaN or infinite values")
+    lo = np.floor(boxes[:, :2]).clip(0, [w, h])
+    hi = np.ceil(boxes[:, 2:]).clip(0, [w, h])
+    wins = np.concatenate([lo, hi], 1).astype(np.int64)
+    empty = (wins[:, 2] <= wins[:, 0]) | (wins[:, 3] <= wins[:, 1])
+    wins[empty] = 0
+    return wins
+
+
+def _closest(a, b):
+    return C.closest_vertices(a, b)
+
+
+def masks_to_polygons(masks, strategy="largest", boxes=None):
     """Outer contours of each mask (N, H, W) -> list of N float32 arrays (K, 2) of (x, y) points.
 
     An empty mask gives a (0, 2) array. See the module docstring for the strategies.
+    boxes: optional (N, 4) xyxy in mask pixels, each known to contain every nonzero pixel of its mask
+    (e.g. the boxes `process_mask` cropped the masks to). Then no pixel outside them is read, which
+    saves the scan for the nonzero window; pixels outside a hint box are ignored.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     arr = _as_uint8(masks)
     n, h, w = arr.shape
-    wins = _windows(arr)
+    wins = _windows(arr) if boxes is None else _hint_windows(boxes, n, h, w)
+    closest = _closest if has_family("polygons") and hasattr(C, "closest_vertices") else reference.closest_vertices
     out = []
     for i in range(n):
         x0, y0, x1, y1 = (int(v) for v in wins[i])
@@ -77,7 +105,8 @@ def masks_to_polygons(masks, strategy="largest"):
             out.append(np.zeros((0, 2), dtype=np.float32))
             continue
         x0, y0, x1, y1 = max(x0 - 1, 0), max(y0 - 1, 0), min(x1 + 1, w), min(y1 + 1, h)
-        crop = np.ascontiguousarray(arr[i, y0:y1, x0:x1])
-        contours = cv2.findContours(crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0))[0]
-        out.append(reference.select_contours(contours, strategy))
+        # A strided view is fine: OpenCV reads rows through their stride, no copy needed.
+        window = arr[i, y0:y1, x0:x1]
+        contours = cv2.findContours(window, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0))[0]
+        out.append(reference.select_contours(contours, strategy, closest))
     return out

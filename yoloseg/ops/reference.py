@@ -216,15 +216,21 @@ def masks_to_polygons(masks, strategy="largest"):
     return out
 
 
-def join_contours(parts):
+def closest_vertices(a, b):
+    """(i, j) minimising |a[i] - b[j]|^2, first in row-major order on ties."""
+    d = ((a[:, None, :].astype(np.int64) - b[None, :, :]) ** 2).sum(-1)
+    i, j = np.unravel_index(int(d.argmin()), d.shape)
+    return int(i), int(j)
+
+
+def join_contours(parts, closest=closest_vertices):
     """One polygon from several contours: each contour is linked to the next one (in the given order)
     at their closest vertices by an edge walked there and back, so filling the polygon covers every
     part and the links add no area (the multi-part convention of YOLO-seg label files)."""
     poly = parts[0]
     start, rot = 0, 0  # where the previous contour begins in `poly`, and the vertex it begins with
     for prev, part in zip(parts[:-1], parts[1:]):
-        d = ((prev[:, None, :].astype(np.int64) - part[None, :, :]) ** 2).sum(-1)
-        a, b = np.unravel_index(int(d.argmin()), d.shape)
+        a, b = closest(prev, part)
         pos = start + (int(a) - rot) % len(prev)  # position of prev[a] in poly
         rolled = np.roll(part, -int(b), axis=0)
         poly = np.concatenate([poly[: pos + 1], rolled, rolled[:1], poly[pos:]])
@@ -232,12 +238,12 @@ def join_contours(parts):
     return poly
 
 
-def select_contours(contours, strategy):
+def select_contours(contours, strategy, closest=closest_vertices):
     """Apply the polygon strategy to a cv2.findContours result."""
     if not contours:
         return np.zeros((0, 2), dtype=np.float32)
     if strategy == "all":
-        return join_contours([c.reshape(-1, 2) for c in contours]).astype(np.float32)
+        return join_contours([c.reshape(-1, 2) for c in contours], closest).astype(np.float32)
     best, best_key = None, None
     for c in contours:
         key = (cv2.contourArea(c), len(c))
