@@ -39,7 +39,7 @@ __all__ = ["Validator", "masks_to_original", "assign_image_ids"]
 
 LOGGER = logging.getLogger("yoloseg")
 N_PLOT_BATCHES = 3
-MASK_CHUNK_ELEMS = 1 << 25  # mask bytes encoded at once (32 MB)
+MASK_CHUNK_BYTES = 1 << 23  # mask bytes encoded at once (8 MB)
 
 
 def _get(cfg, key, default=None):
@@ -117,19 +117,26 @@ def masks_to_original(protos, coeffs, boxes_orig, input_hw, ratio_pad, orig_hw) 
     r1 = np.clip(np.ceil(b[:, 3]), 0, h0).astype(int)
     c0 = np.clip(np.ceil(b[:, 0]), 0, w0).astype(int)
     c1 = np.clip(np.ceil(b[:, 2]), 0, w0).astype(int)
-    chunk = max(1, MASK_CHUNK_ELEMS // (h0 * w0))
+    chunk = int(min(n, max(1, MASK_CHUNK_BYTES // (h0 * w0))))
+    canvas = np.zeros((chunk, h0, w0), np.uint8)  # reused: only the written windows are cleared again
     out = []
     for s in range(0, n, chunk):
         e = min(s + chunk, n)
-        canvas = np.zeros((e - s, h0, w0), np.uint8)
         for k in range(s, e):
             if r1[k] <= r0[k] or c1[k] <= c0[k]:
                 continue
             py0, py1 = y_lo[r0[k]], y_hi[r1[k] - 1]
             px0, px1 = x_lo[c0[k]], x_hi[c1[k] - 1]
-            win = ay[r0[k] : r1[k], py0:py1] @ logits[k, py0:py1, px0:px1] @ ax[c0[k] : c1[k], px0:px1].T
+            a, lg, bx = ay[r0[k] : r1[k], py0:py1], logits[k, py0:py1, px0:px1], ax[c0[k] : c1[k], px0:px1]
+            hb, wb, pr, pc = a.shape[0], bx.shape[0], lg.shape[0], lg.shape[1]
+            if hb * pc * (pr + wb) <= wb * pr * (pc + hb):  # cheaper multiplication order
+                win = (a @ lg) @ bx.T
+            else:
+                win = a @ (lg @ bx.T)
             canvas[k - s, r0[k] : r1[k], c0[k] : c1[k]] = win > 0
-        out.extend(encode_masks(canvas))
+        out.extend(encode_masks(canvas[: e - s]))
+        for k in range(s, e):
+            canvas[k - s, r0[k] : r1[k], c0[k] : c1[k]] = 0
     return out
 
 
