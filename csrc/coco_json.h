@@ -1,6 +1,6 @@
-// A small streaming JSON reader for COCO files (used by coco_eval.cpp): a cursor over the text with
-// just enough structure to pull out the fields an evaluation needs and skip the rest. It accepts
-// what Python's json module accepts, including NaN and Infinity.
+// Reading COCO JSON for the evaluation (coco_eval.cpp): a small streaming JSON cursor with just
+// enough structure to pull out the fields an evaluation needs and skip the rest (it accepts what
+// Python's json module accepts, including NaN and Infinity), and the annotation records it fills.
 #pragma once
 
 #include <charconv>
@@ -14,8 +14,12 @@
 #include <string_view>
 #include <vector>
 
+#include "rle.h"
+
 namespace yoloseg {
 namespace coco {
+
+[[noreturn]] inline void fail(const std::string& msg) { throw std::invalid_argument(msg); }
 
 struct Number {
   double d = 0;
@@ -291,6 +295,59 @@ class Cursor {
   const char* name_;
   std::string key_buf_;
 };
+
+// ---------------------------------------------------------------------------------------------
+// COCO records read from the text (coco_json.cpp).
+enum SegKind : uint8_t {
+  kSegNone = 0,    // no segmentation key
+  kSegSkipped,     // present but not read (not needed)
+  kSegPolys,       // polygons: [seg_begin, seg_end) in Store::polys
+  kSegCounts,      // uncompressed RLE: [seg_begin, seg_end) in Store::counts
+  kSegText,        // compressed RLE: the JSON string's raw text [seg_begin, seg_end) in the source
+};
+
+struct Ann {
+  int64_t id = 0, image_id = 0, category_id = 0;
+  double iscrowd = 0, area = 0, score = 0;
+  double bbox[4] = {0, 0, 0, 0};
+  int32_t bbox_len = -1;  // -1: no bbox key
+  uint8_t seg = kSegNone;
+  bool has_id = false, has_image = false, has_cat = false, has_area = false, has_score = false;
+  bool has_caption = false;
+  uint32_t seg_h = 0, seg_w = 0;
+  size_t seg_begin = 0, seg_end = 0;
+};
+
+struct Store {
+  const char* text = nullptr;  // the JSON source (compressed RLE strings point into it)
+  std::vector<Ann> anns;
+  std::vector<double> coords;                    // polygon coordinates
+  std::vector<std::pair<size_t, size_t>> polys;  // (begin, size) in coords
+  rle::Counts counts;                                 // uncompressed RLE counts
+};
+
+struct Image {
+  int64_t id = 0;
+  double h = 0, w = 0;
+  bool has_size = false;
+};
+
+struct GtFile {
+  std::vector<Image> images;
+  std::vector<int64_t> cat_ids;
+  Store store;
+};
+
+// Read a COCO instances file (segmentations only when `want_seg`).
+void parse_gt(const char* s, size_t n, bool want_seg, GtFile& gt);
+// Read a results list; segmentations are read for segm, or when the first result has no box.
+void parse_dt(const char* s, size_t n, bool segm, Store& st);
+// Decode a compressed RLE given as raw JSON string text (escapes resolved on the fly).
+void decode_rle_text(const char* s, size_t len, rle::Counts& out);
+// pycocotools' annToRLE for one record: polygons (parts unioned) in the image size, RLEs as given.
+// Counts land in `own` unless they can be viewed in place; `scratch` is reusable work space.
+rle::View mask_of(const Ann& a, const Store& st, uint64_t img_h, uint64_t img_w, rle::Counts& own,
+                  std::vector<rle::Counts>& scratch);
 
 }  // namespace coco
 }  // namespace yoloseg
