@@ -342,3 +342,21 @@ def test_nonempty_matches_any():
         assert torch.equal(_nonempty(m), m.flatten(1).any(1) if shape[0] else torch.zeros(0, dtype=torch.bool))
         if shape[0] > 1:
             assert torch.equal(_nonempty(m[1:]), m[1:].flatten(1).any(1))
+
+
+def test_nonempty_box_window_matches_full_scan():
+    from yoloseg import ops
+    from yoloseg.engine.predictor import _nonempty
+
+    g = torch.Generator().manual_seed(1)
+    n, h, w = 64, 96, 128
+    protos = torch.randn(32, h // 4, w // 4, generator=g)
+    coeffs = torch.randn(n, 32, generator=g) * 0.3 - 0.2  # many masks come out empty
+    xy = torch.rand(n, 2, generator=g) * torch.tensor([w, h])
+    wh = torch.rand(n, 2, generator=g) * 30
+    boxes = torch.cat([xy - wh / 2, xy + wh / 2], 1)  # some partly outside, some tiny
+    boxes[0] = torch.tensor([10.0, 10.0, 10.0, 10.0])  # zero area
+    masks = ops.process_mask(protos, coeffs, boxes, (h, w), upsample=True)
+    full = masks.flatten(1).any(1)
+    assert 0 < int(full.sum()) < n
+    assert torch.equal(_nonempty(masks, boxes), full)

@@ -78,25 +78,36 @@ def segment_postprocess(
         if retina_masks:
             boxes = ops.scale_boxes(input_shape, det[:, :4].clone(), shape0)
             masks = ops.process_mask_native(protos[i], coeffs, boxes, shape0)
+            keep = _nonempty(masks, boxes)
         else:
             masks = ops.process_mask(protos[i], coeffs, det[:, :4], input_shape, upsample=True)
+            keep = _nonempty(masks, det[:, :4])
             boxes = ops.scale_boxes(input_shape, det[:, :4].clone(), shape0)
         boxes = torch.cat([boxes, det[:, 4:6]], 1).float()
-        keep = _nonempty(masks)
         if not bool(keep.all()):
             boxes, masks = boxes[keep], masks[keep]
         out.append({"boxes": boxes, "masks": masks if len(boxes) else None})
     return out
 
 
-def _nonempty(masks: torch.Tensor) -> torch.Tensor:
+def _nonempty(masks: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
     """(n,) bool: which of the (n, h, w) bool masks have a pixel set.
 
-    Scans the masks as 64-bit words (8 pixels per compare); bool bytes are 0/1, so a word is > 0
-    exactly when one of its pixels is set.
+    Decoded masks are zero outside their box, so with ``boxes`` (n, 4 xyxy, in mask pixels) only
+    the box window (grown by one pixel) is scanned: a few percent of the pixels for typical
+    detections. Without boxes, or off the CPU, the masks are scanned as 64-bit words (bool bytes
+    are 0/1, so a word is > 0 exactly when one of its pixels is set).
     """
-    n = masks.shape[0]
-    if masks.dtype == torch.bool and masks.is_contiguous() and n and (masks[0].numel() % 8 == 0):
+    n, h, w = masks.shape
+    if boxes is not None and n and masks.device.type == "cpu" and masks.dtype == torch.bool:
+        b = boxes.detach().float().cpu()
+        x0 = (b[:, 0].floor() - 1).clamp(0, w).long().tolist()
+        y0 = (b[:, 1].floor() - 1).clamp(0, h).long().tolist()
+        x1 = (b[:, 2].ceil() + 1).clamp(0, w).long().tolist()
+        y1 = (b[:, 3].ceil() + 1).clamp(0, h).long().tolist()
+        a = masks.numpy()
+        return torch.tensor([bool(a[i, y0[i] : y1[i], x0[i] : x1[i]].any()) for i in range(n)], dtype=torch.bool)
+    if masks.dtype == torch.bool and masks.is_contiguous() and n and (h * w) % 8 == 0:
         try:
             return masks.view(n, -1).view(torch.int64).amax(1) > 0
         except RuntimeError:  # storage not 8-byte aligned
