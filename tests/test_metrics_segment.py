@@ -164,3 +164,38 @@ def test_confusion_matrix_rules():
     assert cm.matrix[2, 1] == 2
     norm = cm.normalized()
     assert np.allclose(norm.sum(0)[cm.matrix.sum(0) > 0], 1.0)
+
+
+def test_coco_annotations_with_crowd_regions():
+    """Ground truth from a COCO file (polygons, an uncompressed crowd RLE): a detection on the crowd region
+    is neither a hit nor a false positive, in COCO's mAP and in P/R alike."""
+    h, w = 40, 60
+    crowd = np.zeros((h, w), np.uint8)
+    crowd[5:35, 35:55] = 1
+    runs, flat, cur, n = [], crowd.T.reshape(-1), 0, 0
+    for v in flat:  # column-major run lengths starting with background
+        if v != cur:
+            runs.append(n)
+            cur, n = v, 0
+        n += 1
+    runs.append(n)
+    image = {"id": 7, "file_name": "x.jpg", "height": h, "width": w}
+    anns = [
+        {"id": 1, "image_id": 7, "category_id": 3, "iscrowd": 0, "area": 300.0, "bbox": [5, 5, 20, 15],
+         "segmentation": [[5, 5, 25, 5, 25, 20, 5, 20]]},
+        {"id": 2, "image_id": 7, "category_id": 3, "iscrowd": 1, "area": 600.0, "bbox": [35, 5, 20, 30],
+         "segmentation": {"size": [h, w], "counts": runs}},
+    ]
+    ev = SegmentEvaluator({0: "a", 1: "b"}, category_ids={0: 1, 1: 3})
+    ev.add_coco_annotations(image, anns)
+    from yoloseg.metrics.segment import encode_masks
+
+    m1 = np.zeros((h, w), np.uint8)
+    m1[5:20, 5:25] = 1
+    ev.add_predictions(7, [[5, 5, 25, 20], [35, 5, 55, 35]], [0.9, 0.8], [1, 1], encode_masks(np.stack([m1, crowd])))
+    m = ev.evaluate()
+    assert m.nt_per_class.tolist() == [0, 1]
+    for metric in (m.box, m.seg):
+        assert metric.map == ONE
+        assert metric.p[1] == 1.0 and metric.r[1] == 1.0
+    assert [r["category_id"] for r in ev.coco_results()] == [3, 3]

@@ -149,9 +149,9 @@ def test_masks_to_original_matches_interpolate_oracle():
     boxes = torch.cat([xy, (xy + wh).clamp(max=torch.tensor([w0, h0]))], 1)
     boxes[0] = torch.tensor([0.0, 0.0, w0, h0])
     rles = masks_to_original(protos, coeffs, boxes, (H, W), ((gain, gain), (left, top)), (h0, w0))
-    from yoloseg import _C
+    from yoloseg.metrics import rle
 
-    got = torch.from_numpy(_C.rle_decode(rles)).bool()
+    got = torch.from_numpy(rle.decode(rles)).bool()
     logits = (coeffs @ protos.reshape(32, -1)).reshape(1, 20, 28, 40)
     up = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
     up = up[:, :, top : top + 105, left : left + 140]

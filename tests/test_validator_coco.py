@@ -115,3 +115,22 @@ def test_val_without_arguments_after_training(tmp_path):
     m = best.val(project=str(tmp_path / "runs"), plots=False, verbose=False)  # data and imgsz from the checkpoint
     assert m.n_images == 2
     assert set(m.results_dict) >= {"metrics/mAP50-95(M)", "metrics/precision(B)", "fitness"}
+
+
+@needs_model
+def test_exported_onnx_validates_like_the_checkpoint(tmp_path):
+    pytest.importorskip("onnxruntime")
+    import shutil
+
+    from yoloseg import YOLO
+    from yoloseg.data.synthetic import generate_synthetic_shapes
+
+    data_yaml = generate_synthetic_shapes(tmp_path / "ds", n_train=1, n_val=4, imgsz=128, seed=4)
+    pt = tmp_path / "synth3.pt"
+    shutil.copy(SYNTH3, pt)
+    kw = dict(data=str(data_yaml), imgsz=128, batch=2, workers=0, plots=False, verbose=False)
+    ref = YOLO(str(pt)).val(**kw)
+    onnx = YOLO(str(pt)).export(format="onnx", imgsz=128, dynamic=True)
+    got = YOLO(onnx).val(**kw)
+    assert got.box.map == pytest.approx(ref.box.map, abs=1e-3)
+    assert got.seg.map == pytest.approx(ref.seg.map, abs=1e-3)

@@ -433,6 +433,10 @@ class Validator:
                 self.problems.append((f, "not in the coco_gt file: image skipped"))
                 return
             image_id = int(im["id"])
+            if image_id in ev._gt:
+                self.problems.append((f, f"same file name as an image already evaluated (coco_gt id {image_id}): "
+                                         "skipped"))
+                return
             ev.add_coco_annotations(im, ev.coco_anns.get(image_id, []))
         else:
             image_id = ids.get(f)

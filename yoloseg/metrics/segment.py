@@ -32,29 +32,20 @@ MAX_DETS = 100
 
 
 # ------------------------------------------------------------------------------------------ RLE access
-def _rle_backend():
-    from yoloseg import _C
-
-    return _C
-
-
 def encode_masks(masks: np.ndarray) -> list:
     """(N, H, W) bool/uint8 -> list of COCO compressed RLE dicts (counts as str)."""
+    from yoloseg.metrics import rle
+
     m = np.ascontiguousarray(masks, dtype=np.uint8)
-    if m.ndim == 2:
-        m = m[None]
-    return [_as_str(r) for r in _rle_backend().rle_encode(m)]
+    return [_as_str(r) for r in rle.encode(m)]
 
 
 def polygons_to_rle(polygons, h: int, w: int) -> dict:
-    """One instance's polygons (each (K, 2) pixels or a flat list) -> one merged RLE."""
+    """One instance's polygons (each (K, 2) pixels or a flat list) -> one RLE (their union)."""
+    from yoloseg.metrics import rle
+
     flat = [np.asarray(p, np.float64).reshape(-1) for p in polygons]
-    flat = [p for p in flat if p.size >= 6]
-    C = _rle_backend()
-    if not flat:
-        return _as_str(C.rle_encode(np.zeros((1, h, w), np.uint8))[0])
-    rles = C.rle_from_polygons(flat, int(h), int(w))
-    return _as_str(rles[0] if len(rles) == 1 else C.rle_merge(rles, False))
+    return _as_str(rle.from_polygons([p for p in flat if p.size >= 6], int(h), int(w)))
 
 
 def _as_str(r: dict) -> dict:
@@ -63,20 +54,24 @@ def _as_str(r: dict) -> dict:
 
 
 def rle_area(rles) -> np.ndarray:
-    return np.asarray(_rle_backend().rle_area(rles), np.float64) if len(rles) else np.zeros(0)
+    from yoloseg.metrics import rle
+
+    return np.asarray(rle.area(list(rles)), np.float64) if len(rles) else np.zeros(0)
 
 
 def _mask_iou(dt_rles, gt_rles, crowd) -> np.ndarray:
-    if not len(dt_rles) or not len(gt_rles):
-        return np.zeros((len(dt_rles), len(gt_rles)))
-    return np.asarray(_rle_backend().rle_iou(dt_rles, gt_rles, np.asarray(crowd, np.uint8)))
+    from yoloseg.metrics import rle
+
+    return np.asarray(rle.iou(list(dt_rles), list(gt_rles), np.asarray(crowd, np.uint8)), np.float64)
 
 
 def _box_iou(dt_xywh, gt_xywh, crowd) -> np.ndarray:
+    from yoloseg.metrics import rle
+
     if not len(dt_xywh) or not len(gt_xywh):
         return np.zeros((len(dt_xywh), len(gt_xywh)))
-    return np.asarray(_rle_backend().box_iou_xywh(np.asarray(dt_xywh, np.float64), np.asarray(gt_xywh, np.float64),
-                                                  np.asarray(crowd, np.uint8)))
+    return np.asarray(rle.iou(np.asarray(dt_xywh, np.float64), np.asarray(gt_xywh, np.float64),
+                              np.asarray(crowd, np.uint8)), np.float64)
 
 
 # ------------------------------------------------------------------------------------------ matching
@@ -342,7 +337,9 @@ class SegmentEvaluator:
             if isinstance(seg, list):
                 r = polygons_to_rle(seg, h, w)
             elif isinstance(seg, dict) and isinstance(seg.get("counts"), list):
-                r = _as_str(_rle_backend().rle_merge([seg], False))
+                from yoloseg.metrics import rle
+
+                r = _as_str(rle.merge([seg]))  # uncompressed counts -> compressed
             elif isinstance(seg, dict):
                 r = seg
             else:
