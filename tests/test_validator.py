@@ -4,7 +4,6 @@ trainer's calling convention, mask decoding against a pure-torch oracle."""
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
