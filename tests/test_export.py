@@ -269,3 +269,39 @@ def test_missing_onnxruntime_message(exported, monkeypatch):
 
     with pytest.raises(ModuleNotFoundError, match=r"pip install 'yoloseg\[onnx\]'"):
         load_exported(path)
+
+
+def test_adjacent_slices_become_one_split():
+    pytest.importorskip("onnxruntime")
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from yoloseg.engine.exporter import merge_slices_into_split
+
+    def const(name, v):
+        return numpy_helper.from_array(np.array(v, dtype=np.int64), name)
+
+    nodes = [
+        helper.make_node("Slice", ["x", "s0", "e0", "ax"], ["a"]),
+        helper.make_node("Slice", ["x", "s1", "e1", "ax"], ["b"]),  # [3, big): to the end
+        helper.make_node("Slice", ["x", "s0", "e2", "ax2"], ["c"]),  # other axis: must stay a Slice
+        helper.make_node("Add", ["a", "a"], ["ya"]),
+    ]
+    inits = [const("s0", [0]), const("e0", [3]), const("s1", [3]), const("e1", [2**62]), const("ax", [1]),
+             const("e2", [2]), const("ax2", [2])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8, 4])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, shp) for n, shp in
+         (("ya", [2, 3, 4]), ("b", [2, 5, 4]), ("c", [2, 8, 2]))], inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(0).random((2, 8, 4), dtype=np.float32)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert merge_slices_into_split(model) == 1
+    onnx.checker.check_model(model, full_check=True)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Split") == 1 and ops.count("Slice") == 1
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)

@@ -41,7 +41,7 @@ import torch
 
 from yoloseg.engine.backends import load_exported  # noqa: F401  (the facade opens exported files through here)
 
-__all__ = ["Exporter", "FORMATS", "load_exported", "supported_opsets"]
+__all__ = ["Exporter", "FORMATS", "load_exported", "merge_slices_into_split", "supported_opsets"]
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript"}
 MIN_OPSET = 11  # Resize with half-pixel coordinates, TopK with a k input, NonMaxSuppression
@@ -54,6 +54,91 @@ def supported_opsets() -> tuple[int, int]:
 
     high = getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", None) or _constants.ONNX_DEFAULT_OPSET
     return MIN_OPSET, int(high)
+
+
+def merge_slices_into_split(model) -> int:
+    """Replace sibling ``Slice`` nodes that cut one tensor into adjacent pieces along one axis by one ``Split``.
+
+    The tracing exporter writes ``tensor.chunk(2, 1)`` (the CSP blocks' channel halves) as two Slices, each a
+    separate copy pass over the input; a Split reads it once. Only constant, step-1, single-axis slices that
+    exactly tile a statically known dimension are merged. Returns the number of Split nodes made.
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    dims = {}
+    for vi in list(inferred.value_info) + list(inferred.input) + list(inferred.output):
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
+            dims[vi.name] = [d.dim_value if d.HasField("dim_value") else 0 for d in vi.type.tensor_type.shape.dim]
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+
+    def one(name):
+        v = consts.get(name)
+        return None if v is None or v.size != 1 else int(v.reshape(-1)[0])
+
+    groups: dict[str, list] = {}
+    for i, n in enumerate(graph.node):
+        if n.op_type == "Slice" and len(n.input) >= 4:
+            groups.setdefault(n.input[0], []).append((i, n))
+    made, drop, add = 0, set(), []
+    for src, nodes in groups.items():
+        shape = dims.get(src)
+        if len(nodes) < 2 or not shape:
+            continue
+        by_axis: dict[int, list] = {}
+        for i, n in nodes:
+            start, end, axis = one(n.input[1]), one(n.input[2]), one(n.input[3])
+            step = one(n.input[4]) if len(n.input) > 4 and n.input[4] else 1
+            if None in (start, end, axis) or step != 1:
+                continue
+            axis = axis + len(shape) if axis < 0 else axis
+            size = shape[axis] if 0 <= axis < len(shape) else 0
+            if size <= 0:
+                continue
+            start = min(max(start + size if start < 0 else start, 0), size)
+            end = min(max(end + size if end < 0 else end, 0), size)
+            by_axis.setdefault(axis, []).append((start, end, size, i, n))
+        for axis, pieces in by_axis.items():
+            pieces.sort(key=lambda t: t[0])
+            tiled = len(pieces) >= 2 and pieces[0][0] == 0 and pieces[-1][1] == pieces[0][2] and all(
+                a[1] == b[0] for a, b in zip(pieces, pieces[1:])) and all(t[1] > t[0] for t in pieces)
+            if not tiled:
+                continue
+            sizes = [t[1] - t[0] for t in pieces]
+            outputs = [t[4].output[0] for t in pieces]
+            name = f"{src}_split{made}"
+            if opset >= 13:
+                graph.initializer.append(numpy_helper.from_array(np.array(sizes, dtype=np.int64), name + "_sizes"))
+                node = helper.make_node("Split", [src, name + "_sizes"], outputs, name=name, axis=axis)
+            else:
+                node = helper.make_node("Split", [src], outputs, name=name, axis=axis, split=sizes)
+            add.append((min(t[3] for t in pieces), node))
+            drop.update(t[3] for t in pieces)
+            made += 1
+    if not made:
+        return 0
+    inserts: dict[int, list] = {}
+    for i, node in add:
+        inserts.setdefault(i, []).append(node)
+    new_nodes = []
+    for i, n in enumerate(graph.node):
+        new_nodes.extend(inserts.get(i, ()))
+        if i not in drop:
+            new_nodes.append(n)
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    used = {x for n in graph.node for x in n.input}
+    keep = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    return made
 
 
 def _get(cfg, key, default=None):
@@ -262,6 +347,7 @@ class Exporter:
             model = onnx.load(tmp)
             if bool(self._c("simplify", True)):
                 model = self._simplify(model)
+            merge_slices_into_split(model)
             del model.metadata_props[:]
             for k, v in meta.items():
                 entry = model.metadata_props.add()
