@@ -60,8 +60,8 @@ def plot_curves(path, x, ys, names: dict, xlabel: str, ylabel: str, title: str, 
         _text(img, f"{t:.1f}", (ml - 40, gy + 5))
     cv2.rectangle(img, (ml, mt), (ml + pw, mt + ph), (0, 0, 0), 1)
     _text(img, xlabel, (ml + pw / 2 - 40, H - 25), 0.7)
-    _text(img, ylabel, (10, mt - 20), 0.7)
-    _text(img, title, (ml, 35), 0.8, thick=2)
+    _text(img, ylabel, (10, mt - 8), 0.6)
+    _text(img, title, (ml, 28), 0.8, thick=2)
     ys = np.asarray(ys, np.float64).reshape(-1, len(x))
     valid = np.ones(len(ys), bool) if valid is None else np.asarray(valid, bool)
     show_legend = int(valid.sum()) <= MAX_LEGEND
