@@ -171,6 +171,13 @@ def test_empty_batch_is_skipped(tiny_data, tmp_path):
     assert len(_rows(tmp_path / "t")) == 1
 
 
+def test_time_budget_replans_epochs(tiny_data, tmp_path):
+    tr = Trainer(_cfg(tiny_data, tmp_path, epochs=50, time=1e-6), "segment")  # a 3.6 ms budget
+    tr.train()
+    assert len(_rows(tmp_path / "t")) == 1 and tr.epochs == 1
+    assert _load(tmp_path / "t/weights/last.pt")["train_args"]["epochs"] == 1
+
+
 def test_bad_settings_are_clear_errors(tiny_data, tmp_path):
     with pytest.raises(ValueError, match="freeze"):
         Trainer(_cfg(tiny_data, tmp_path, freeze=40), "segment").train()

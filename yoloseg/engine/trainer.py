@@ -150,7 +150,9 @@ class Trainer:
                  f"accumulate {self.accumulate}, results to {self.save_dir}"
                  + (f", {self.threads} CPU thread(s)" if self.device.type == "cpu" else ""))
         t_start = time.time()
-        for epoch in range(self.start_epoch, self.epochs):
+        budget = float(a.time) * 3600 if getattr(a, "time", None) else None
+        epoch = self.start_epoch
+        while epoch < self.epochs:
             self.epoch = epoch
             if close_mosaic and epoch >= self.epochs - close_mosaic:
                 ts.close_mosaic(self.train_loader)
@@ -161,6 +163,9 @@ class Trainer:
             metrics, fitness, val_losses = self.validate(final)
             t2 = time.time()
             self.epoch_times.append((t1 - t0, t2 - t1))
+            if budget and not final:  # before saving, so last.pt records the re-planned length
+                self.fit_epochs_to_budget(epoch, budget, t2 - t_start)
+                final = epoch + 1 == self.epochs
             improved = self.best_fitness is None or fitness >= self.best_fitness
             if improved:
                 self.best_fitness, self.best_epoch = fitness, epoch
@@ -178,9 +183,19 @@ class Trainer:
                 self.log(f"Early stopping: no fitness improvement in the last {patience} epochs "
                          f"(best epoch {self.best_epoch + 1}).")
                 break
+            epoch += 1
         self.log(f"{epoch + 1 - self.start_epoch} epochs done in {(time.time() - t_start) / 60:.2f} min. "
                  f"Weights: {self.last}, {self.best}")
         return self.final_eval()
+
+    def fit_epochs_to_budget(self, epoch: int, budget: float, elapsed: float) -> None:
+        """time=H: re-plan the number of epochs from the mean epoch time so the run ends within H hours
+        (the learning-rate schedule is stretched or shrunk to match)."""
+        per_epoch = elapsed / (epoch + 1 - self.start_epoch)
+        planned = max(epoch + 1, int(self.start_epoch + budget / max(per_epoch, 1e-9)))
+        if planned != self.epochs:
+            self.epochs = self.args.epochs = planned
+            self.lf = lr_lambda(self.epochs, float(self.args.lrf), bool(getattr(self.args, "cos_lr", False)))
 
     def train_one_epoch(self, epoch: int, nw: int) -> np.ndarray:
         a, model, opt = self.args, self.model, self.optimizer
