@@ -201,7 +201,9 @@ def test_resume_after_sigkill(tiny_data, tmp_path):
     args = [f"data={tiny_data}", f"epochs={epochs}", "imgsz=64", "batch=2", "workers=0", "device=cpu",
             f"project={tmp_path}", "name=k", "verbose=False", "nbs=4", "warmup_epochs=1", "plots=False"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, *args], env=env, stderr=subprocess.PIPE)
+    # cwd=tmp_path: `python -c` puts the working directory first on sys.path, and a source checkout
+    # there would shadow the installed package (and its compiled kernels).
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, *args], env=env, stderr=subprocess.PIPE, cwd=tmp_path)
     last = tmp_path / "k/weights/last.pt"
     deadline = time.time() + 300
     while not last.exists() and proc.poll() is None and time.time() < deadline:
@@ -213,7 +215,7 @@ def test_resume_after_sigkill(tiny_data, tmp_path):
     proc.wait()
     done = _load(last)["epoch"]
     assert done < epochs - 1, "the run finished before it could be killed"
-    out = subprocess.run([sys.executable, "-c", _CHILD, f"resume={last}", "verbose=False"], env=env,
+    out = subprocess.run([sys.executable, "-c", _CHILD, f"resume={last}", "verbose=False"], env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = _rows(tmp_path / "k")
