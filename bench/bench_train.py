@@ -151,7 +151,8 @@ def have_ultralytics() -> bool:
 
 
 def compare(epochs: int = 100, threads: int = 1, imgsz: int = 320, batch: int = 8, n_train: int = 32,
-            n_val: int = 16, skip_theirs: bool = False, workdir: str | None = None, timing_rounds: int = 3) -> dict:
+            n_val: int = 16, skip_theirs: bool = False, workdir: str | None = None, timing_rounds: int = 3,
+            timing_epochs: int = 3) -> dict:
     _env(threads)
     root = Path(workdir or tempfile.mkdtemp(prefix="bench_train_"))
     root.mkdir(parents=True, exist_ok=True)
@@ -170,8 +171,8 @@ def compare(epochs: int = 100, threads: int = 1, imgsz: int = 320, batch: int = 
         # of the per-round ratios, which drifts less with the background load than two long runs do
         ratios = []
         for r in range(timing_rounds):
-            o = run_ours(data, root / "runs_t", 3, imgsz, batch, threads)["epoch_s"]
-            t = run_theirs(data, root / "runs_t", 3, imgsz, batch, threads)["epoch_s"]
+            o = run_ours(data, root / "runs_t", timing_epochs, imgsz, batch, threads)["epoch_s"]
+            t = run_theirs(data, root / "runs_t", timing_epochs, imgsz, batch, threads)["epoch_s"]
             ratios.append(o / t)
             print(f"timing round {r + 1}: ours {o:.2f} s/epoch, theirs {t:.2f} s/epoch, ratio {o / t:.3f}")
         out["interleaved_ratio"] = statistics.median(ratios)
@@ -224,9 +225,11 @@ def main(argv=None):
     p.add_argument("--n-val", type=int, default=16)
     p.add_argument("--skip-theirs", action="store_true")
     p.add_argument("--workdir", default=None)
-    p.add_argument("--timing-rounds", type=int, default=3, help="interleaved 3-epoch timing runs of each")
+    p.add_argument("--timing-rounds", type=int, default=3, help="interleaved short timing runs of each")
+    p.add_argument("--timing-epochs", type=int, default=3, help="epochs per timing run")
     a = p.parse_args(argv)
-    compare(a.epochs, a.threads, a.imgsz, a.batch, a.n_train, a.n_val, a.skip_theirs, a.workdir, a.timing_rounds)
+    compare(a.epochs, a.threads, a.imgsz, a.batch, a.n_train, a.n_val, a.skip_theirs, a.workdir, a.timing_rounds,
+            a.timing_epochs)
 
 
 if __name__ == "__main__":
