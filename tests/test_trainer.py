@@ -203,16 +203,18 @@ def test_resume_after_sigkill(tiny_data, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # cwd=tmp_path: `python -c` puts the working directory first on sys.path, and a source checkout
     # there would shadow the installed package (and its compiled kernels).
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, *args], env=env, stderr=subprocess.PIPE, cwd=tmp_path)
+    log = open(tmp_path / "child.log", "wb")  # a file, not a pipe: a full pipe would block the child
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, *args], env=env, stderr=log, stdout=log, cwd=tmp_path)
     last = tmp_path / "k/weights/last.pt"
     deadline = time.time() + 300
     while not last.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    assert last.exists(), proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "timeout"
+    assert last.exists(), (tmp_path / "child.log").read_text()[-2000:] if proc.poll() is not None else "timeout"
     time.sleep(0.2)  # inside the second epoch
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    log.close()
     done = _load(last)["epoch"]
     assert done < epochs - 1, "the run finished before it could be killed"
     out = subprocess.run([sys.executable, "-c", _CHILD, f"resume={last}", "verbose=False"], env=env, cwd=tmp_path,
