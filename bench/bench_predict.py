@@ -53,12 +53,15 @@ def whole_postprocess(preds, input_shape, orig_shape, ops):
     """NMS + masks + box scaling + polygons for one image; returns (boxes, masks, polygons)."""
     from yoloseg.engine.predictor import segment_postprocess
     from yoloseg.engine.results import polygons_to_image
+    from yoloseg.ops import reference
 
     (out,) = segment_postprocess(
         preds, input_shape, [orig_shape], conf=CONF, iou=IOU, max_det=MAX_DET, retina_masks=False, ops=ops
     )
     masks = out["masks"]
-    polys = ops.masks_to_polygons(masks, strategy="largest") if masks is not None else []
+    # the compiled face reads only each mask's crop box; the reference has no such option
+    hint = {"boxes": out["mask_boxes"]} if masks is not None and ops is not reference else {}
+    polys = ops.masks_to_polygons(masks, strategy="largest", **hint) if masks is not None else []
     return out["boxes"], masks, polygons_to_image(polys, masks.shape[1:], orig_shape)
 
 

@@ -127,3 +127,28 @@ def test_closest_vertices_compiled_equals_numpy():
         a = rng.integers(0, 20, (rng.integers(1, 30), 2)).astype(np.int32)  # many ties
         b = rng.integers(0, 20, (rng.integers(1, 30), 2)).astype(np.int32)
         assert tuple(_C.closest_vertices(a, b)) == ref.closest_vertices(a, b)
+
+
+def test_mask_windows_within_boxes_match_full_scan():
+    from yoloseg.ops.polygons import mask_windows
+
+    g = torch.Generator().manual_seed(5)
+    n, h, w = 40, 37, 53
+    masks = torch.zeros(n, h, w, dtype=torch.bool)
+    boxes = torch.zeros(n, 4)
+    for i in range(n):
+        x0, y0 = (int(v) for v in torch.randint(-5, 45, (2,), generator=g))
+        bw, bh = (int(v) for v in torch.randint(0, 20, (2,), generator=g))
+        boxes[i] = torch.tensor([x0 - 0.3, y0 + 0.6, x0 + bw + 0.2, y0 + bh + 0.9])
+        sub = torch.rand(h, w, generator=g) > (0.97 if i % 3 else 1.0)  # every third mask empty
+        ys, xs = torch.arange(h)[:, None], torch.arange(w)[None, :]
+        inside = (xs >= boxes[i, 0]) & (xs < boxes[i, 2]) & (ys >= boxes[i, 1]) & (ys < boxes[i, 3])
+        masks[i] = sub & inside
+    want = np.zeros((n, 4), np.int64)  # oracle: numpy over the whole mask
+    for i, m in enumerate(masks.numpy()):
+        ys, xs = np.nonzero(m)
+        if ys.size:
+            want[i] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    np.testing.assert_array_equal(mask_windows(masks, boxes), want)
+    np.testing.assert_array_equal(mask_windows(masks), want)
+    np.testing.assert_array_equal(mask_windows(masks.numpy(), boxes.numpy()), want)

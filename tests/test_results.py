@@ -156,3 +156,43 @@ def test_plot_empty_and_line_width(tmp_path):
     p = _result().save(tmp_path / "out.png")
     back = cv2.imread(p)
     assert back.shape == (H, W, 3)
+
+
+def test_mask_boxes_hint_follows_indexing_and_keeps_polygons():
+    base = _result("orig")
+    crop = base.boxes.xyxy.clone()  # the masks lie inside their boxes
+    r = Results(base.orig_img, base.path, NAMES, boxes=base.boxes.data, masks=base.masks.data, mask_boxes=crop)
+    assert r.masks.crop_boxes.shape == (2, 4)
+    for hinted, plain in [(r, base), (r[1], base[1]), (r[torch.tensor([False, True])], base[[1]]), (r.numpy(), base)]:
+        assert hinted.masks.crop_boxes is not None and len(hinted.masks.crop_boxes) == len(hinted)
+        for a, b in zip(hinted.masks.xy, plain.masks.xy):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(r[1].masks.crop_boxes, crop[1:].numpy())
+    with pytest.raises(ValueError, match="boxes"):
+        Masks(base.masks.data, (H, W), boxes=crop[:1])
+
+
+@pytest.mark.parametrize("retina", [False, True])
+def test_segment_postprocess_mask_boxes_contain_every_mask_pixel(retina):
+    from yoloseg.engine.predictor import segment_postprocess
+
+    g = torch.Generator().manual_seed(3)
+    a, nc, nm = 60, 2, 32
+    xy = torch.rand(a, 2, generator=g) * 64
+    wh = torch.rand(a, 2, generator=g) * 40 + 2
+    scores = torch.rand(a, nc, generator=g)
+    pred = torch.cat([xy, wh, scores, torch.randn(a, nm, generator=g)], 1).T[None]
+    protos = torch.randn(1, nm, 16, 16, generator=g)
+    orig = (50, 60)
+    (out,) = segment_postprocess((pred, protos), (64, 64), [orig], conf=0.1, retina_masks=retina)
+    masks, crop = out["masks"], out["mask_boxes"]
+    assert masks is not None and crop.shape == (len(masks), 4)
+    h, w = masks.shape[1:]
+    ys, xs = torch.arange(h)[:, None], torch.arange(w)[None, :]
+    for m, (x1, y1, x2, y2) in zip(masks, crop.tolist()):
+        inside = (xs >= np.floor(x1)) & (xs < np.ceil(x2)) & (ys >= np.floor(y1)) & (ys < np.ceil(y2))
+        assert m.any() and not (m & ~inside).any()
+    res = Results(np.zeros((*orig, 3), np.uint8), "x.jpg", NAMES, **out)
+    plain = Masks(masks, orig)
+    for p, q in zip(res.masks.xy, plain.xy):
+        np.testing.assert_array_equal(p, q)

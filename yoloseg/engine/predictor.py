@@ -57,7 +57,9 @@ def segment_postprocess(
 
     ``preds`` is ``(pred (B, 4+nc+nm, A), protos (B, nm, h, w))``; ``input_shape`` the (H, W) the
     model saw; ``orig_shapes`` the (h, w) of each original image. Boxes are x1, y1, x2, y2 in
-    original-image pixels, conf, cls. ``ops`` selects the kernel module (default
+    original-image pixels, conf, cls. When there are masks, ``"mask_boxes"`` (n, 4) holds
+    boxes in mask pixels that contain every set pixel of their mask (the tight windows of the set
+    pixels on the CPU, the crop boxes elsewhere), so polygon extraction reads only those windows. ``ops`` selects the kernel module (default
     :mod:`yoloseg.ops`; :mod:`yoloseg.ops.reference` gives the pure-torch path).
     """
     if ops is None:
@@ -77,36 +79,54 @@ def segment_postprocess(
         coeffs = det[:, 6:]
         if retina_masks:
             boxes = ops.scale_boxes(input_shape, det[:, :4].clone(), shape0)
+            crop = boxes
             masks = ops.process_mask_native(protos[i], coeffs, boxes, shape0)
-            keep = _nonempty(masks, boxes)
         else:
-            masks = ops.process_mask(protos[i], coeffs, det[:, :4], input_shape, upsample=True)
-            keep = _nonempty(masks, det[:, :4])
+            crop = det[:, :4]
+            masks = ops.process_mask(protos[i], coeffs, crop, input_shape, upsample=True)
             boxes = ops.scale_boxes(input_shape, det[:, :4].clone(), shape0)
+        keep, crop = _set_pixel_windows(masks, crop)
         boxes = torch.cat([boxes, det[:, 4:6]], 1).float()
         if not bool(keep.all()):
-            boxes, masks = boxes[keep], masks[keep]
-        out.append({"boxes": boxes, "masks": masks if len(boxes) else None})
+            boxes, masks, crop = boxes[keep], masks[keep], crop[keep]
+        if not len(boxes):
+            out.append({"boxes": boxes, "masks": None})
+        else:
+            out.append({"boxes": boxes, "masks": masks, "mask_boxes": crop})
     return out
+
+
+def _set_pixel_windows(masks: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(keep (n,) bool, windows (n, 4) float)``: which of the (n, h, w) bool masks have a pixel set,
+    and boxes in mask pixels that contain every set pixel of each mask.
+
+    Decoded masks are zero outside their box (``boxes``, xyxy in mask pixels), so on the CPU only
+    the box window, grown by one pixel, is scanned (a few percent of the pixels for typical
+    detections) and the windows returned are the tight [x0, y0, x1, y1) of the set pixels; polygon
+    extraction then traces only those. Elsewhere the masks are scanned whole and the windows are
+    the boxes themselves.
+    """
+    n = masks.shape[0]
+    if n and masks.device.type == "cpu" and masks.dtype == torch.bool:
+        from yoloseg.ops.polygons import mask_windows
+
+        grown = boxes.detach().double().cpu() + torch.tensor([-1.0, -1.0, 1.0, 1.0], dtype=torch.float64)
+        wins = torch.from_numpy(mask_windows(masks, grown))
+        return wins[:, 2] > wins[:, 0], wins.float()
+    return _nonempty(masks), boxes.float()
 
 
 def _nonempty(masks: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
     """(n,) bool: which of the (n, h, w) bool masks have a pixel set.
 
-    Decoded masks are zero outside their box, so with ``boxes`` (n, 4 xyxy, in mask pixels) only
-    the box window (grown by one pixel) is scanned: a few percent of the pixels for typical
-    detections. Without boxes, or off the CPU, the masks are scanned as 64-bit words (bool bytes
-    are 0/1, so a word is > 0 exactly when one of its pixels is set).
+    Decoded masks are zero outside their box, so with ``boxes`` (n, 4 xyxy, in mask pixels) on the
+    CPU only the box window (grown by one pixel) is scanned (:func:`_set_pixel_windows`). Without
+    boxes, or off the CPU, the masks are scanned as 64-bit words (bool bytes are 0/1, so a word is
+    > 0 exactly when one of its pixels is set).
     """
     n, h, w = masks.shape
     if boxes is not None and n and masks.device.type == "cpu" and masks.dtype == torch.bool:
-        b = boxes.detach().float().cpu()
-        x0 = (b[:, 0].floor() - 1).clamp(0, w).long().tolist()
-        y0 = (b[:, 1].floor() - 1).clamp(0, h).long().tolist()
-        x1 = (b[:, 2].ceil() + 1).clamp(0, w).long().tolist()
-        y1 = (b[:, 3].ceil() + 1).clamp(0, h).long().tolist()
-        a = masks.numpy()
-        return torch.tensor([bool(a[i, y0[i] : y1[i], x0[i] : x1[i]].any()) for i in range(n)], dtype=torch.bool)
+        return _set_pixel_windows(masks, boxes)[0]
     if masks.dtype == torch.bool and masks.is_contiguous() and n and (h * w) % 8 == 0:
         try:
             return masks.view(n, -1).view(torch.int64).amax(1) > 0

@@ -116,9 +116,11 @@ class Masks(_Data):
     """Instance masks ``data`` (n, h, w) with polygons ``xy`` (pixels) and ``xyn`` (normalized).
 
     ``strategy`` picks the polygon per mask: ``"largest"`` (default) or ``"all"`` (see module doc).
+    ``boxes``: optional (n, 4) xyxy in mask pixels that contain every set pixel of their mask (the
+    boxes the masks were cropped to); polygon extraction then reads only those windows.
     """
 
-    def __init__(self, data, orig_shape, strategy: str = "largest"):
+    def __init__(self, data, orig_shape, strategy: str = "largest", boxes=None):
         if data.ndim == 2:
             data = data[None]
         if data.ndim != 3:
@@ -127,17 +129,52 @@ class Masks(_Data):
             raise ValueError(f"polygon strategy must be 'largest' or 'all', got {strategy!r}")
         super().__init__(data, orig_shape)
         self.strategy = strategy
+        self.crop_boxes = None
+        if boxes is not None:
+            b = boxes.detach().cpu().numpy() if isinstance(boxes, torch.Tensor) else np.asarray(boxes)
+            if b.shape != (len(data), 4):
+                raise ValueError(f"Masks boxes must be ({len(data)}, 4) to match the masks, got {tuple(b.shape)}")
+            self.crop_boxes = b
         self._xy = None
 
-    def _new(self, data):
-        return Masks(data, self.orig_shape, self.strategy)
+    def _new(self, data, boxes=None):
+        return Masks(data, self.orig_shape, self.strategy, boxes)
+
+    def cpu(self):
+        return self if isinstance(self.data, np.ndarray) else self._new(self.data.cpu(), self.crop_boxes)
+
+    def numpy(self):
+        return self if isinstance(self.data, np.ndarray) else self._new(self.data.cpu().numpy(), self.crop_boxes)
+
+    def cuda(self):
+        return self._new(torch.as_tensor(self.data).cuda(), self.crop_boxes)
+
+    def to(self, *args, **kwargs):
+        return self._new(torch.as_tensor(self.data).to(*args, **kwargs), self.crop_boxes)
+
+    def __getitem__(self, idx):
+        if isinstance(idx, int):
+            idx = [idx]
+        if isinstance(self.data, np.ndarray) and isinstance(idx, torch.Tensor):
+            idx = idx.cpu().numpy()
+        data = self.data[idx]
+        boxes = None
+        if self.crop_boxes is not None:
+            try:
+                boxes = self.crop_boxes[idx.cpu().numpy() if isinstance(idx, torch.Tensor) else idx]
+            except (IndexError, TypeError, ValueError):
+                boxes = None
+            if boxes is not None and (data.ndim != 3 or boxes.shape != (len(data), 4)):
+                boxes = None  # an index the boxes cannot follow: fall back to scanning the masks
+        return self._new(data, boxes)
 
     @property
     def xy(self) -> list[np.ndarray]:
         """One (K, 2) float32 polygon per mask in original-image pixels ((0, 2) for an empty mask)."""
         if self._xy is None:
             self._xy = polygons_to_image(
-                _polygons(self.data, self.strategy), self.data.shape[1:], self.orig_shape, normalize=False
+                _polygons(self.data, self.strategy, self.crop_boxes), self.data.shape[1:], self.orig_shape,
+                normalize=False,
             )
         return self._xy
 
@@ -149,14 +186,14 @@ class Masks(_Data):
         return [p / scale for p in self.xy]
 
 
-def _polygons(masks, strategy):
+def _polygons(masks, strategy, boxes=None):
     from yoloseg import ops
 
     if len(masks) == 0:
         return []
-    if isinstance(masks, np.ndarray):
-        masks = torch.from_numpy(masks)
-    return ops.masks_to_polygons(masks.cpu(), strategy=strategy)
+    if isinstance(masks, torch.Tensor):
+        masks = masks.cpu()
+    return ops.masks_to_polygons(masks, strategy=strategy, boxes=boxes)
 
 
 def polygons_to_image(polys, mask_shape, orig_shape, normalize=False) -> list[np.ndarray]:
@@ -186,16 +223,20 @@ class Results:
         path: where the image came from (file path, URL, or ``imageN.jpg`` for in-memory input).
         names: class id -> class name.
         boxes: :class:`Boxes` or None; masks: :class:`Masks` or None (None when there are no detections).
+        mask_boxes (argument): optional (n, 4) boxes in mask pixels that the masks were cropped to
+            (``Masks.crop_boxes``); they let polygon extraction skip scanning whole masks.
         speed: milliseconds per image for ``preprocess``, ``inference``, ``postprocess``.
     """
 
-    def __init__(self, orig_img, path, names, boxes=None, masks=None, speed=None, polygon_strategy="largest"):
+    def __init__(
+        self, orig_img, path, names, boxes=None, masks=None, speed=None, polygon_strategy="largest", mask_boxes=None
+    ):
         self.orig_img = orig_img
         self.orig_shape = tuple(int(v) for v in orig_img.shape[:2])
         self.path = str(path)
         self.names = dict(names)
         self.boxes = Boxes(boxes, self.orig_shape) if boxes is not None else None
-        self.masks = Masks(masks, self.orig_shape, polygon_strategy) if masks is not None else None
+        self.masks = Masks(masks, self.orig_shape, polygon_strategy, mask_boxes) if masks is not None else None
         self.speed = dict(speed) if speed else {"preprocess": None, "inference": None, "postprocess": None}
         self.polygon_strategy = polygon_strategy
         self.save_dir = None

@@ -20,7 +20,7 @@ import torch
 from yoloseg.ops import reference
 from yoloseg.ops._compiled import C, has_family, num_threads
 
-__all__ = ["masks_to_polygons"]
+__all__ = ["masks_to_polygons", "mask_windows"]
 
 STRATEGIES = ("largest", "all")
 
@@ -38,7 +38,12 @@ def _as_uint8(masks) -> np.ndarray:
     elif isinstance(masks, np.ndarray):
         if masks.dtype.kind not in "biu":
             raise ValueError(f"masks must be a bool or integer array, got {masks.dtype}")
-        arr = masks if masks.dtype == np.uint8 else (masks != 0).view(np.uint8)
+        if masks.dtype == np.uint8:
+            arr = masks
+        elif masks.dtype == np.bool_:
+            arr = masks.view(np.uint8)  # zero-copy, as for bool tensors
+        else:
+            arr = (masks != 0).view(np.uint8)
     else:
         raise ValueError(f"masks must be a torch.Tensor or numpy.ndarray, got {type(masks).__name__}")
     if arr.ndim != 3:
@@ -80,6 +85,30 @@ def _hint_windows(boxes, n, h, w) -> np.ndarray:
     return wins
 
 
+def _within(arr: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Windows of the nonzero pixels inside each bounds window; only those pixels are read."""
+    if has_family("polygons") and hasattr(C, "mask_windows_within"):
+        return C.mask_windows_within(arr, bounds, num_threads())
+    out = np.zeros_like(bounds)
+    for i, (x0, y0, x1, y1) in enumerate(bounds.tolist()):
+        sub = arr[i, y0:y1, x0:x1]
+        ys, xs = np.flatnonzero(sub.any(1)), np.flatnonzero(sub.any(0))
+        if ys.size:
+            out[i] = (x0 + xs[0], y0 + ys[0], x0 + xs[-1] + 1, y0 + ys[-1] + 1)
+    return out
+
+
+def mask_windows(masks, boxes=None) -> np.ndarray:
+    """(N, 4) int64 [x0, y0, x1, y1) of the nonzero pixels of each mask (N, H, W); zeros when empty.
+
+    With boxes (N, 4) xyxy in mask pixels (the same hint as `masks_to_polygons` takes), only the
+    pixels inside [floor(x1), ceil(x2)) x [floor(y1), ceil(y2)) are read; pixels outside are ignored.
+    """
+    arr = _as_uint8(masks)
+    n, h, w = arr.shape
+    return _windows(arr) if boxes is None else _within(arr, _hint_windows(boxes, n, h, w))
+
+
 def _closest(a, b):
     return C.closest_vertices(a, b)
 
@@ -89,24 +118,26 @@ def masks_to_polygons(masks, strategy="largest", boxes=None):
 
     An empty mask gives a (0, 2) array. See the module docstring for the strategies.
     boxes: optional (N, 4) xyxy in mask pixels, each known to contain every nonzero pixel of its mask
-    (e.g. the boxes `process_mask` cropped the masks to). Then no pixel outside them is read, which
-    saves the scan for the nonzero window; pixels outside a hint box are ignored.
+    (e.g. the boxes `process_mask` cropped the masks to). Then no pixel outside them is read: the
+    nonzero window is found inside each box only; pixels outside a hint box are ignored.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     arr = _as_uint8(masks)
     n, h, w = arr.shape
-    wins = _windows(arr) if boxes is None else _hint_windows(boxes, n, h, w)
+    wins = _windows(arr) if boxes is None else _within(arr, _hint_windows(boxes, n, h, w))
     closest = _closest if has_family("polygons") and hasattr(C, "closest_vertices") else reference.closest_vertices
     out = []
-    for i in range(n):
-        x0, y0, x1, y1 = (int(v) for v in wins[i])
+    find, mode, approx = cv2.findContours, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    for i, (x0, y0, x1, y1) in enumerate(wins.tolist()):
         if x1 <= x0:
             out.append(np.zeros((0, 2), dtype=np.float32))
             continue
         x0, y0, x1, y1 = max(x0 - 1, 0), max(y0 - 1, 0), min(x1 + 1, w), min(y1 + 1, h)
         # A strided view is fine: OpenCV reads rows through their stride, no copy needed.
-        window = arr[i, y0:y1, x0:x1]
-        contours = cv2.findContours(window, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0))[0]
-        out.append(reference.select_contours(contours, strategy, closest))
+        contours = find(arr[i, y0:y1, x0:x1], mode, approx, offset=(x0, y0))[0]
+        if len(contours) == 1:  # the common case: one part, nothing to choose or join
+            out.append(contours[0].reshape(-1, 2).astype(np.float32))
+        else:
+            out.append(reference.select_contours(contours, strategy, closest))
     return out
