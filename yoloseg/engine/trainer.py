@@ -184,7 +184,8 @@ class Trainer:
                          f"(best epoch {self.best_epoch + 1}).")
                 break
             epoch += 1
-        self.log(f"{epoch + 1 - self.start_epoch} epochs done in {(time.time() - t_start) / 60:.2f} min. "
+        ran = len(self.epoch_times)
+        self.log(f"{ran} epoch{'s' if ran != 1 else ''} done in {(time.time() - t_start) / 60:.2f} min. "
                  f"Weights: {self.last}, {self.best}")
         return self.final_eval()
 
