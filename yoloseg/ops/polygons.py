@@ -129,11 +129,12 @@ def masks_to_polygons(masks, strategy="largest", boxes=None):
     closest = _closest if has_family("polygons") and hasattr(C, "closest_vertices") else reference.closest_vertices
     out = []
     find, mode, approx = cv2.findContours, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
-    for i, (x0, y0, x1, y1) in enumerate(wins.tolist()):
-        if x1 <= x0:
+    empty = (wins[:, 2] <= wins[:, 0]).tolist()
+    grown = np.concatenate([np.maximum(wins[:, :2] - 1, 0), np.minimum(wins[:, 2:] + 1, [w, h])], 1)
+    for i, (x0, y0, x1, y1) in enumerate(grown.tolist()):
+        if empty[i]:
             out.append(np.zeros((0, 2), dtype=np.float32))
             continue
-        x0, y0, x1, y1 = max(x0 - 1, 0), max(y0 - 1, 0), min(x1 + 1, w), min(y1 + 1, h)
         # A strided view is fine: OpenCV reads rows through their stride, no copy needed.
         contours = find(arr[i, y0:y1, x0:x1], mode, approx, offset=(x0, y0))[0]
         if len(contours) == 1:  # the common case: one part, nothing to choose or join
