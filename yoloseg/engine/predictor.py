@@ -278,6 +278,8 @@ class Predictor:
             agnostic=bool(self._c("agnostic_nms", False)), max_det=int(self._c("max_det", 300)),
             retina_masks=bool(self._c("retina_masks", False)),
         )
+        if not _accepts(results_type, "mask_boxes"):  # a task's own Results type may not take the hint
+            outs = [{k: v for k, v in o.items() if k != "mask_boxes"} for o in outs]
         return [results_type(f.image, f.path, self.names, **o) for f, o in zip(frames, outs)]
 
     # ----- driving ------------------------------------------------------------------------------
@@ -438,6 +440,16 @@ class Predictor:
                 raise ValueError(f"cannot open a video writer for '{path}'")
             self._writers[key] = (path, writer)
         self._writers[key][1].write(img)
+
+
+def _accepts(fn, name: str) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def _classes(v):
