@@ -205,14 +205,15 @@ def polygons_to_image(polys, mask_shape, orig_shape, normalize=False) -> list[np
     polys = [np.asarray(p, np.float32).reshape(-1, 2) for p in polys]
     if not polys:
         return []
-    sizes = np.array([len(p) for p in polys])
-    pts = np.concatenate(polys) if sizes.sum() else np.zeros((0, 2), np.float32)
-    # one vectorized pass over all vertices, then split back per mask
+    ends = np.cumsum([len(p) for p in polys]).tolist()
+    pts = np.concatenate(polys) if ends[-1] else np.zeros((0, 2), np.float32)
+    # one vectorized pass over all vertices, then sliced back per mask
     pts = (pts - np.array([left, top], np.float32)) / np.array([gx, gy], np.float32)
     np.clip(pts, 0, np.array([w, h], np.float32), out=pts)
     if normalize:
         pts /= np.array([w, h], np.float32)
-    return np.split(pts.astype(np.float32, copy=False), np.cumsum(sizes)[:-1])
+    pts = pts.astype(np.float32, copy=False)
+    return [pts[a:b] for a, b in zip([0] + ends[:-1], ends)]
 
 
 class Results:
