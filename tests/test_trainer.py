@@ -82,6 +82,14 @@ def test_train_writes_all_artifacts(tiny_data, tmp_path):
     args = yaml.safe_load((run / "args.yaml").read_text())
     assert args["epochs"] == 2 and args["imgsz"] == 64 and args["optimizer"] == "AdamW"
     assert cv2.imread(str(run / "results.png")) is not None
+    # the final evaluation of best.pt draws the validator's pictures into the run folder (plots=True)
+    for f in ("val_batch0_labels.jpg", "val_batch0_pred.jpg", "MaskPR_curve.png", "MaskF1_curve.png",
+              "confusion_matrix.png"):
+        img = cv2.imread(str(run / f))
+        assert img is not None and min(img.shape[:2]) > 100, f
+    best_f1 = tr.metrics.seg.conf
+    assert tr.metrics.plot_conf == (best_f1 if 0 < best_f1 < 0.25 else 0.25)
+    assert tr.validator.cfg.plots is False and tr.validator.save_dir is None  # per-epoch validation stays plot-free
     ck = _load(run / "weights/last.pt")  # weights_only=True must work
     assert ck["epoch"] == 1 and ck["train_args"]["epochs"] == 2
     for key in ("optimizer", "ema", "train_model", "rng", "scheduler", "best_fitness", "updates"):

@@ -316,7 +316,16 @@ def final_metrics(tr):
 
         model, _ = load_checkpoint(tr.best, device=tr.device)
         tr.log(f"Validating {tr.best} ...")
-        return tr.validator(model=model)
+        if getattr(tr.args, "plots", True) is False:
+            return tr.validator(model=model)
+        # the final evaluation (only) draws curves, confusion matrix and val batch pictures into the run folder
+        v = tr.validator
+        saved = (v.cfg, v.save_dir)
+        v.cfg, v.save_dir = SimpleNamespace(**{**vars(v.cfg), "plots": True}), Path(tr.save_dir)
+        try:
+            return v(model=model)
+        finally:
+            v.cfg, v.save_dir = saved
     row = tr.csv_rows[-1] if tr.csv_rows else {}
     return SimpleNamespace(results_dict=row, fitness=tr.best_fitness, box=None, seg=None, save_dir=tr.save_dir)
 

@@ -308,7 +308,20 @@ class Trainer:
     def final_eval(self):
         """Metrics of best.pt (falls back to the last EMA metrics)."""
         self.metrics = ts.final_metrics(self)
+        if self.main and self.best.is_file():
+            self.log(self.predict_hint(self.metrics))
         return self.metrics
+
+    def predict_hint(self, metrics) -> str:
+        """One line telling how to predict with best.pt, at the mask best-F1 confidence when it is below
+        the default 0.25 (short runs give low scores; 0.25 would show nothing)."""
+        seg = getattr(metrics, "seg", None)
+        best = float(getattr(seg, "conf", 0.0) or 0.0) if seg is not None else 0.0
+        conf = max(round(best, 3), 0.001) if 0.0 < best < 0.25 else 0.25
+        val = self.data.get(getattr(self.args, "split", None) or "val") or self.data.get("val")
+        val = val[0] if isinstance(val, (list, tuple)) and val else val
+        return (f"Predict with this model: yoloseg predict model={self.best} source={val} conf={conf:g}"
+                + ("  (the mask best-F1 confidence; scores are still low)" if conf < 0.25 else ""))
 
     # ------------------------------------------------------------------ results and checkpoints
     def record(self, epoch, tloss, metrics, val_losses, elapsed) -> None:

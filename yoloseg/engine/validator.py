@@ -174,6 +174,7 @@ class Validator:
         self.evaluator = None
         self.confusion = None
         self.problems: list[tuple[str, str]] = []
+        self._plot_batches: list = []  # first batches kept to draw once the best-F1 confidence is known
 
     def _c(self, key, default=None):
         return _get(self.cfg, key, default)
@@ -336,7 +337,8 @@ class Validator:
         max_det = int(self._c("max_det", 300))
         classes = _classes(self._c("classes"))
         agnostic = bool(self._c("agnostic_nms", False))
-        plots = bool(self._c("plots", False)) and not external
+        plots = self._plots_on(external)
+        self._plot_batches = []
         verbose = bool(self._c("verbose", True))
         self.seen, self.n_nonfinite = 0, 0
         seen_files = set()
@@ -377,9 +379,9 @@ class Validator:
                         self._add_image(ev, f, ids, labels, coco_images, batch, i, det, protos[i], input_hw, ops)
                     sync()
                 t3 = time.perf_counter()
-                if plots and bi < N_PLOT_BATCHES:  # not part of the timed postprocess
-                    with torch.inference_mode():
-                        self._plot_batch(bi, batch, dets, protos, input_hw, ops)
+                if plots and len(self._plot_batches) < N_PLOT_BATCHES:  # drawn in _finish
+                    self._plot_batches.append((len(self._plot_batches), batch, [d.cpu() for d in dets[:16]],
+                                               protos[:16].cpu(), input_hw))
                 n = len(dets)
                 self.seen += n
                 for k, dt in zip(totals, (t1 - t0, t2 - t1, t3 - t2)):
@@ -458,15 +460,28 @@ class Validator:
         self.confusion.process(boxes.cpu().numpy(), det[:, 4].cpu().numpy(), det[:, 5].cpu().numpy(),
                                gxyxy[keep], gcls[keep])
 
-    def _plot_batch(self, bi, batch, dets, protos, input_hw, ops):
-        try:
-            from yoloseg.utils.plot_val import plot_val_batch
+    def _plots_on(self, external: bool) -> bool:
+        """Plots are drawn when ``plots`` is set; with a caller's dataloader (training) only when the caller
+        also named the folder (``save_dir``), which the trainer does for its final evaluation."""
+        return bool(self._c("plots", False)) and (not external or self.save_dir is not None)
 
-            plot_val_batch(self._ensure_save_dir(), bi, batch, dets, protos, input_hw, self.evaluator.names)
-        except ImportError:
-            pass
-        except Exception as e:  # a picture must never stop an evaluation
-            LOGGER.warning(f"val batch {bi} images not drawn: {e}")
+    def _draw_val_batches(self, m) -> None:
+        """Draw the kept batches. Predictions are shown from the mask metric's best-F1 confidence (the one
+        maximising the class-mean F1) when that is below 0.25, so a briefly trained model with low scores
+        still shows what it found; otherwise from 0.25. The threshold is in every tile title."""
+        from yoloseg.utils.plot_val import PRED_CONF, plot_val_batch
+
+        best = float(getattr(m.seg, "conf", 0.0) or 0.0)
+        conf = best if 0.0 < best < PRED_CONF else PRED_CONF
+        m.plot_conf = conf
+        for bi, batch, dets, protos, input_hw in self._plot_batches:
+            try:
+                with torch.inference_mode():
+                    plot_val_batch(self._ensure_save_dir(), bi, batch, dets, protos, input_hw, self.evaluator.names,
+                                   conf=conf)
+            except Exception as e:  # a picture must never stop an evaluation
+                LOGGER.warning(f"val batch {bi} images not drawn: {e}")
+        self._plot_batches = []
 
     # ------------------------------------------------------------------ results
     def _ensure_save_dir(self) -> Path:
@@ -487,7 +502,9 @@ class Validator:
         m.confusion_matrix = self.confusion
         self.problems.extend(ev.problems)
         verbose = bool(self._c("verbose", True))
-        if not external and (bool(self._c("save_json", False)) or bool(self._c("plots", False))):
+        plots = self._plots_on(external)
+        m.plot_conf = None
+        if (not external and bool(self._c("save_json", False))) or plots:
             m.save_dir = self._ensure_save_dir()
         if not external and bool(self._c("save_json", False)):
             from yoloseg.utils.files import atomic_write_bytes
@@ -496,7 +513,7 @@ class Validator:
             atomic_write_bytes(path, json.dumps(results).encode())
             if verbose:
                 _log(f"Saved {len(results)} COCO results to {path}")
-        if not external and bool(self._c("plots", False)):
+        if plots:
             try:
                 from yoloseg.utils.plot_val import plot_metrics
 
@@ -505,6 +522,11 @@ class Validator:
                 pass
             except Exception as e:  # a picture must never stop an evaluation
                 LOGGER.warning(f"val plots not drawn: {e}")
+            if self._plot_batches:
+                self._draw_val_batches(m)
+                if verbose:
+                    _log(f"val batch predictions drawn at conf>={m.plot_conf:.3g} (mask best-F1 confidence "
+                         f"{float(m.seg.conf):.3g}, default 0.25)")
         if verbose:
             self._report(m, external)
         self.metrics = m

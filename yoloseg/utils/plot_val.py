@@ -7,8 +7,8 @@ Files written into a val run folder:
 * ``BoxF1_curve.png`` / ``MaskF1_curve.png`` (and ``*P_curve.png``, ``*R_curve.png``): F1, precision and
   recall against confidence from the IoU-0.50 matching, per class and mean, best-F1 confidence marked;
 * ``confusion_matrix.png`` (counts) and ``confusion_matrix_normalized.png`` (columns sum to 1);
-* ``val_batch{i}_labels.jpg`` / ``val_batch{i}_pred.jpg``: ground truth and detections (conf >= 0.25)
-  on the letterboxed images of the first batches.
+* ``val_batch{i}_labels.jpg`` / ``val_batch{i}_pred.jpg``: ground truth and detections (conf >= 0.25, or
+  the caller's ``conf``; written in each tile title) on the letterboxed images of the first batches.
 """
 
 from __future__ import annotations
@@ -195,8 +195,10 @@ def mosaic(images: list, titles: list, tile: int = 480) -> np.ndarray:
     return canvas
 
 
-def plot_val_batch(save_dir, bi: int, batch: dict, dets: list, protos, input_hw, names: dict) -> None:
-    """``val_batch{bi}_labels.jpg`` and ``val_batch{bi}_pred.jpg`` for one collated batch."""
+def plot_val_batch(save_dir, bi: int, batch: dict, dets: list, protos, input_hw, names: dict,
+                   conf: float = PRED_CONF) -> None:
+    """``val_batch{bi}_labels.jpg`` and ``val_batch{bi}_pred.jpg`` for one collated batch; predictions with a
+    score of at least ``conf`` are drawn."""
     from yoloseg import ops
 
     save_dir = Path(save_dir)
@@ -219,11 +221,11 @@ def plot_val_batch(save_dir, bi: int, batch: dict, dets: list, protos, input_hw,
             mk = masks[sel].astype(bool) if len(sel) else None
         labels.append(plot_instances(im, xyxy[sel], cls[sel], None, mk, names, show_conf=False))
         d = dets[i]
-        d = d[d[:, 4] >= PRED_CONF][:50]
+        d = d[d[:, 4] >= conf][:50]
         pm = None
         if len(d):
             pm = ops.process_mask(protos[i], d[:, 6:], d[:, :4], (H, W), upsample=True).cpu().numpy()
         preds.append(plot_instances(im, d[:, :4].cpu().numpy(), d[:, 5].cpu().numpy(), d[:, 4].cpu().numpy(), pm,
                                     names))
     _write(save_dir / f"val_batch{bi}_labels.jpg", mosaic(labels, titles))
-    _write(save_dir / f"val_batch{bi}_pred.jpg", mosaic(preds, [f"{t} (conf>={PRED_CONF})" for t in titles]))
+    _write(save_dir / f"val_batch{bi}_pred.jpg", mosaic(preds, [f"{t} (conf>={conf:.3g})" for t in titles]))
