@@ -12,9 +12,9 @@ machine hits both alike, and reports the median latency ratio (ours / Ultralytic
 
 Run (dev venv: ours vs eager; peers venv: all three):
     pytest bench/bench_export.py -s
-    /work/peers-venv/bin/pip install --no-deps /work/main   # once, to bench the current tree there
+    ../peers-venv/bin/pip install --no-deps --config-settings=build-dir=/tmp/yoloseg-peers-build .
     YOLO_OFFLINE=1 YOLO_AUTOINSTALL=0 YOLO_CONFIG_DIR=$(mktemp -d) \
-        /work/peers-venv/bin/python -m pytest bench/bench_export.py -s -p no:cacheprovider
+        ../peers-venv/bin/python -m pytest bench/bench_export.py -s -p no:cacheprovider   (see bench/README.md)
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Development tooling only: it needs the side-by-side peers environment with ultra
 never imported by yoloseg or by its tests. Run it with
 
     YOLO_OFFLINE=1 YOLO_AUTOINSTALL=0 YOLO_CONFIG_DIR=$(mktemp -d) \
-        /work/peers-venv/bin/python bench/tools/make_loss_fixture.py
+        ../peers-venv/bin/python bench/tools/make_loss_fixture.py   (a venv with ultralytics; see bench/README.md)
 
 What it stores
 - ``seg_loss.npz``: the raw train-mode head outputs of a randomly initialised yolo11n-seg (nc=3, seed 0) on a
