@@ -22,12 +22,7 @@
 #include "registry.h"
 #include "rle.h"
 
-// Bit-exact arithmetic with the COCO tools: never fuse a*b+c into one rounding.
-#if defined(__clang__)
-#pragma clang fp contract(off)
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
+// Built with -ffp-contract=off (CMakeLists.txt): bit-exact arithmetic with the COCO tools.
 
 namespace yoloseg {
 namespace coco {

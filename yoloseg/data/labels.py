@@ -24,7 +24,6 @@ import logging
 import os
 import stat
 import struct
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ import cv2
 import numpy as np
 
 from yoloseg.data.yaml import img2label_paths
+from yoloseg.utils.files import atomic_write_bytes
 
 __all__ = ["CLIP_TOL", "LabelSet", "scan_labels", "cache_path_for"]
 
@@ -275,18 +275,7 @@ def _save_cache(path: Path, ls: LabelSet, digest: str) -> bool:
         LOGGER.warning(f"label cache not saved: {path.parent} is read-only")
         return False
     try:
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(buf.getvalue())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_bytes(path, buf.getvalue())
     except OSError as e:
         LOGGER.warning(f"label cache not saved: {path.parent} is not writable ({e.strerror or e})")
         return False

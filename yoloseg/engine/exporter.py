@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 
 from yoloseg.engine.backends import load_exported  # noqa: F401  (the facade opens exported files through here)
+from yoloseg.utils.files import atomic_path
 
 __all__ = ["Exporter", "FORMATS", "load_exported", "merge_slices_into_split", "supported_opsets"]
 
@@ -335,9 +336,7 @@ class Exporter:
                 axes["protos"] = {0: "batch", 2: "mask_height", 3: "mask_width"}
         else:
             axes = None
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # tracer and deprecation notes about the chosen exporter
                 torch.onnx.export(
@@ -354,12 +353,6 @@ class Exporter:
                 entry.key, entry.value = k, json.dumps(v)
             onnx.checker.check_model(model, full_check=True)
             onnx.save(model, tmp)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
 
     def _simplify(self, model):
         try:
@@ -378,9 +371,7 @@ class Exporter:
         return simplified if ok else model
 
     def _export_torchscript(self, net, im, path: Path, meta: dict) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
                 warnings.simplefilter("ignore")
                 ts = torch.jit.trace(net, im, strict=False, check_trace=False)
@@ -389,12 +380,6 @@ class Exporter:
 
                     ts = optimize_for_mobile(ts)
             ts.save(tmp, _extra_files={"config.json": json.dumps(meta)})
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
 
     @staticmethod
     def _print_usage(path: Path, fmt, imgsz, batch, dynamic, end2end, opset, seconds) -> None:

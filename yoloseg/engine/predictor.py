@@ -274,7 +274,7 @@ class Predictor:
         pred, protos = preds
         outs = fn(
             (pred.float(), protos.float()), tuple(x.shape[-2:]), [f.image.shape[:2] for f in frames],
-            conf=float(self._c("conf", 0.25)), iou=float(self._c("iou", 0.7)), classes=_classes(self._c("classes")),
+            conf=float(self._c("conf", 0.25)), iou=float(self._c("iou", 0.7)), classes=class_filter(self._c("classes")),
             agnostic=bool(self._c("agnostic_nms", False)), max_det=int(self._c("max_det", 300)),
             retina_masks=bool(self._c("retina_masks", False)),
         )
@@ -452,7 +452,8 @@ def _accepts(fn, name: str) -> bool:
     return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
-def _classes(v):
+def class_filter(v):
+    """The ``classes=`` setting as a list of class ids (or None: every class)."""
     if v is None:
         return None
     if isinstance(v, (int, np.integer)):

@@ -32,6 +32,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from yoloseg.engine.predictor import class_filter
 from yoloseg.metrics.confusion import ConfusionMatrix
 from yoloseg.metrics.segment import SegmentEvaluator, encode_masks
 
@@ -138,14 +139,6 @@ def masks_to_original(protos, coeffs, boxes_orig, input_hw, ratio_pad, orig_hw) 
         for k in range(s, e):
             canvas[k - s, r0[k] : r1[k], c0[k] : c1[k]] = 0
     return out
-
-
-def _classes(v):
-    if v is None:
-        return None
-    if isinstance(v, (int, np.integer)):
-        return [int(v)]
-    return [int(c) for c in v]
 
 
 class Validator:
@@ -335,7 +328,7 @@ class Validator:
         conf = float(self._c("conf", 0.001))
         iou = float(self._c("iou", 0.7))
         max_det = int(self._c("max_det", 300))
-        classes = _classes(self._c("classes"))
+        classes = class_filter(self._c("classes"))
         agnostic = bool(self._c("agnostic_nms", False))
         plots = self._plots_on(external)
         self._plot_batches = []

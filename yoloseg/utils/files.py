@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -13,17 +14,17 @@ def _default_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def _atomic_write(path: str | Path, write) -> Path:
-    """Write through ``write(fileobj)`` to a temp file next to ``path``, then ``os.replace`` it into place.
-    On any error the temp file is removed and ``path`` is left as it was."""
+@contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temp file path next to ``path``; when the block succeeds the file gets the usual permissions
+    and replaces ``path`` in one ``os.replace``. On any error the temp file is removed and ``path`` is left
+    as it was. For writers that want a file name rather than a file object (exporters, savers)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.chmod(tmp, _default_file_mode())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
@@ -32,7 +33,15 @@ def _atomic_write(path: str | Path, write) -> Path:
         except FileNotFoundError:
             pass
         raise
-    return path
+
+
+def _atomic_write(path: str | Path, write) -> Path:
+    """Write through ``write(fileobj)`` to a temp file next to ``path``, then replace ``path`` with it."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(path)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
