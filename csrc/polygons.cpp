@@ -63,6 +63,10 @@ void window_one(const uint8_t* m, int64_t h, int64_t w, int64_t* win) { window_i
 
 }  // namespace
 
+void nonzero_window(const uint8_t* block, int64_t stride, int64_t w, int64_t h, int64_t* win) {
+  window_in(block, stride, 0, 0, w, h, win);
+}
+
 void mask_windows_kernel(const uint8_t* masks, int64_t n, int64_t h, int64_t w, int64_t* windows, int nthreads) {
   const bool parallel = nthreads > 1 && n > 1 && n * h * w >= (int64_t{1} << 20);
 #ifdef _OPENMP
