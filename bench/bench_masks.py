@@ -5,7 +5,8 @@ side at random places:
 - process_mask: 160x160 protos -> 640x640 network input;
 - process_mask_native: protos of a 640x640 letterbox of a 1080x810 (h x w) photo -> 1080x810;
 - masks_to_polygons: the 300 masks of the 640x640 case and the 300 real masks of the trained
-  synth3 fixture ("largest" and "all"), with and without the `boxes` hint.
+  synth3 fixture ("largest" and "all"), with and without the `boxes` hint, and traced from the packed
+  crops of `decode_mask_crops` (what predict runs).
 1 thread and the default thread count.
 """
 
@@ -73,7 +74,7 @@ def fixture_detections():
 
 @pytest.mark.parametrize("source", ["synthetic640", "fixture448x640"])
 @pytest.mark.parametrize("strategy", ["largest", "all"])
-@pytest.mark.parametrize("name", ["yoloseg+boxes", "yoloseg", "reference"])
+@pytest.mark.parametrize("name", ["yoloseg-crops", "yoloseg+boxes", "yoloseg", "reference"])
 def test_masks_to_polygons(benchmark, threads, name, strategy, source):
     benchmark.group = f"masks_to_polygons 300 {source} {strategy} threads={threads}"
     if source == "synthetic640":
@@ -81,6 +82,12 @@ def test_masks_to_polygons(benchmark, threads, name, strategy, source):
     else:
         protos, coeffs, boxes = fixture_detections()
     shape = (protos.shape[1] * 4, protos.shape[2] * 4)
+    if name == "yoloseg-crops":  # what predict runs: traced from the packed crops the decoder wrote
+        from yoloseg.ops.mask_crops import decode_mask_crops
+
+        crops = decode_mask_crops(protos, coeffs, boxes, shape)
+        benchmark.pedantic(crops.polygons_flat, (strategy,), rounds=10, warmup_rounds=1)
+        return
     masks = ops.process_mask(protos, coeffs, boxes, shape)
     if name == "yoloseg+boxes":  # the caller passes the boxes the masks were cropped to
         benchmark.pedantic(ops.masks_to_polygons, (masks, strategy, boxes), rounds=10, warmup_rounds=1)

@@ -52,16 +52,19 @@ def setup_case():
 def whole_postprocess(preds, input_shape, orig_shape, ops):
     """NMS + masks + box scaling + polygons for one image; returns (boxes, masks, polygons)."""
     from yoloseg.engine.predictor import segment_postprocess
-    from yoloseg.engine.results import polygons_to_image
+    from yoloseg.engine.results import Masks, polygons_to_image
     from yoloseg.ops import reference
 
     (out,) = segment_postprocess(
-        preds, input_shape, [orig_shape], conf=CONF, iou=IOU, max_det=MAX_DET, retina_masks=False, ops=ops
+        preds, input_shape, [orig_shape], conf=CONF, iou=IOU, max_det=MAX_DET, retina_masks=False, ops=ops,
+        crops=ops is not reference,  # what the predictor asks for: masks kept as box crops
     )
     masks = out["masks"]
-    # the compiled face reads only each mask's crop box; the reference has no such option
-    hint = {"boxes": out["mask_boxes"]} if masks is not None and ops is not reference else {}
-    polys = ops.masks_to_polygons(masks, strategy="largest", **hint) if masks is not None else []
+    if masks is None:
+        return out["boxes"], masks, []
+    if ops is not reference:  # what Results.masks.xy runs: traced from the crops, one flat mapping pass
+        return out["boxes"], masks, Masks(masks, orig_shape, "largest", out["mask_boxes"]).xy
+    polys = ops.masks_to_polygons(masks, strategy="largest")
     return out["boxes"], masks, polygons_to_image(polys, masks.shape[1:], orig_shape)
 
 

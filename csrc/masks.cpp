@@ -14,9 +14,18 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "polygons.h"
 #include "registry.h"
 
 namespace py = pybind11;
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define YOLOSEG_CLONES __attribute__((target_clones("avx2", "default")))
+#define YOLOSEG_INLINE inline __attribute__((always_inline))
+#else
+#define YOLOSEG_CLONES
+#define YOLOSEG_INLINE inline
+#endif
 
 namespace yoloseg {
 namespace {
@@ -39,17 +48,29 @@ inline LinearStep linear_step(float scale, int64_t dst, int64_t in_size) {
 
 constexpr int64_t kParallelMinPixels = 1 << 16;
 
+// Output pixels kept by the crop: x1 <= x < x2, i.e. x in [ceil(x1), ceil(x2)), clipped to the grid.
+inline int64_t first_at_or_above(float v, int64_t size) {
+  const double c = std::ceil(static_cast<double>(v));
+  return static_cast<int64_t>(std::min(std::max(c, 0.0), static_cast<double>(size)));
+}
+
+}  // namespace
+
+Region box_region(const float* box, int64_t out_h, int64_t out_w) {
+  Region r{first_at_or_above(box[0], out_w), first_at_or_above(box[1], out_h), first_at_or_above(box[2], out_w),
+           first_at_or_above(box[3], out_h)};
+  if (r.x1 <= r.x0 || r.y1 <= r.y0) r = Region{0, 0, 0, 0};
+  return r;
+}
+
+namespace {
+
 template <int K>
-void decode_one(const float* protos, int64_t nm, int64_t mh, int64_t mw, const float* coef, const float* box,
-                const AxisTaps& yt, const AxisTaps& xt, int64_t out_h, int64_t out_w, uint8_t* out,
-                std::vector<float>& logits, std::vector<float>& rows) {
-  // Output pixels kept by the crop: x1 <= x < x2, i.e. x in [ceil(x1), ceil(x2)).
-  auto first_at_or_above = [](float v, int64_t size) {
-    const double c = std::ceil(static_cast<double>(v));
-    return static_cast<int64_t>(std::min(std::max(c, 0.0), static_cast<double>(size)));
-  };
-  const int64_t cx0 = first_at_or_above(box[0], out_w), cx1 = first_at_or_above(box[2], out_w);
-  const int64_t ry0 = first_at_or_above(box[1], out_h), ry1 = first_at_or_above(box[3], out_h);
+YOLOSEG_INLINE void decode_one(const float* protos, int64_t nm, int64_t mh, int64_t mw, const float* coef,
+                               const Region& reg, const AxisTaps& yt, const AxisTaps& xt, uint8_t* out,
+                               int64_t out_stride, std::vector<float>& logits, std::vector<float>& rows) {
+  // out points at pixel (reg.x0, reg.y0); rows of the region are out_stride bytes apart.
+  const int64_t cx0 = reg.x0, cx1 = reg.x1, ry0 = reg.y0, ry1 = reg.y1;
   if (cx1 <= cx0 || ry1 <= ry0) return;
   const int64_t bw = cx1 - cx0;
 
@@ -92,7 +113,7 @@ void decode_one(const float* protos, int64_t nm, int64_t mh, int64_t mw, const f
   for (int64_t y = ry0; y < ry1; ++y) {
     const float* w = yt.weight.data() + y * K;
     const float* base = rows.data() + (yt.start[y] - pr0) * bw;
-    uint8_t* __restrict dst = out + y * out_w + cx0;
+    uint8_t* __restrict dst = out + (y - ry0) * out_stride;
     float w_[K];
     for (int a = 0; a < K; ++a) w_[a] = w[a];
     for (int64_t x = 0; x < bw; ++x) {
@@ -101,6 +122,18 @@ void decode_one(const float* protos, int64_t nm, int64_t mh, int64_t mw, const f
       dst[x] = static_cast<uint8_t>(v > 0.0f);
     }
   }
+}
+
+// One mask; compiled for AVX2 as well as the baseline ISA where the compiler can dispatch at load time
+// (no FMA: the arithmetic, and so every mask bit, stays the same as on the baseline path).
+YOLOSEG_CLONES void decode_dispatch(int taps, const float* protos, int64_t nm, int64_t mh, int64_t mw,
+                                    const float* coef, const Region& reg, const AxisTaps& yt, const AxisTaps& xt,
+                                    uint8_t* out, int64_t out_stride, std::vector<float>& logits,
+                                    std::vector<float>& rows) {
+  if (taps == 2)
+    decode_one<2>(protos, nm, mh, mw, coef, reg, yt, xt, out, out_stride, logits, rows);
+  else
+    decode_one<4>(protos, nm, mh, mw, coef, reg, yt, xt, out, out_stride, logits, rows);
 }
 
 }  // namespace
@@ -144,19 +177,15 @@ AxisTaps resample_taps(int64_t out, int64_t proto, int64_t f, int64_t offset, in
   return t;
 }
 
-void decode_masks_kernel(const float* protos, int64_t nm, int64_t mh, int64_t mw, const float* coeffs,
-                         const float* boxes, int64_t n, const AxisTaps& ytaps, const AxisTaps& xtaps,
-                         int64_t out_h, int64_t out_w, uint8_t* out, int nthreads) {
-  if (ytaps.taps != xtaps.taps) throw std::invalid_argument("decode_masks: axis tap widths differ");
+// Runs decode(i, logits, rows) for every mask, on several threads when there is enough work.
+template <typename Fn>
+void for_each_mask(const float* boxes, int64_t n, int64_t out_h, int64_t out_w, int nthreads, Fn decode) {
   int64_t work = 0;
   for (int64_t i = 0; i < n; ++i) {
-    const float* b = boxes + 4 * i;
-    const double w = std::min<double>(b[2], out_w) - std::max<double>(b[0], 0.0);
-    const double h = std::min<double>(b[3], out_h) - std::max<double>(b[1], 0.0);
-    if (w > 0 && h > 0) work += static_cast<int64_t>(w * h);
+    const Region r = box_region(boxes + 4 * i, out_h, out_w);
+    work += (r.x1 - r.x0) * (r.y1 - r.y0);
   }
   const bool parallel = nthreads > 1 && n > 1 && work >= kParallelMinPixels;
-  const int64_t plane = out_h * out_w;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nthreads) if (parallel)
 #endif
@@ -165,16 +194,45 @@ void decode_masks_kernel(const float* protos, int64_t nm, int64_t mh, int64_t mw
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
-    for (int64_t i = 0; i < n; ++i) {
-      if (ytaps.taps == 2)
-        decode_one<2>(protos, nm, mh, mw, coeffs + i * nm, boxes + 4 * i, ytaps, xtaps, out_h, out_w,
-                      out + i * plane, logits, rows);
-      else
-        decode_one<4>(protos, nm, mh, mw, coeffs + i * nm, boxes + 4 * i, ytaps, xtaps, out_h, out_w,
-                      out + i * plane, logits, rows);
-    }
+    for (int64_t i = 0; i < n; ++i) decode(i, logits, rows);
   }
   (void)parallel;
+}
+
+void decode_masks_kernel(const float* protos, int64_t nm, int64_t mh, int64_t mw, const float* coeffs,
+                         const float* boxes, int64_t n, const AxisTaps& ytaps, const AxisTaps& xtaps,
+                         int64_t out_h, int64_t out_w, uint8_t* out, int nthreads) {
+  if (ytaps.taps != xtaps.taps) throw std::invalid_argument("decode_masks: axis tap widths differ");
+  const int64_t plane = out_h * out_w;
+  for_each_mask(boxes, n, out_h, out_w, nthreads, [&](int64_t i, std::vector<float>& logits, std::vector<float>& rows) {
+    const Region r = box_region(boxes + 4 * i, out_h, out_w);
+    decode_dispatch(ytaps.taps, protos, nm, mh, mw, coeffs + i * nm, r, ytaps, xtaps,
+                    out + i * plane + r.y0 * out_w + r.x0, out_w, logits, rows);
+  });
+}
+
+void decode_crops_kernel(const float* protos, int64_t nm, int64_t mh, int64_t mw, const float* coeffs,
+                         const float* boxes, int64_t n, const AxisTaps& ytaps, const AxisTaps& xtaps,
+                         int64_t out_h, int64_t out_w, const int64_t* regions, const int64_t* offsets,
+                         uint8_t* crops, int64_t* windows, int nthreads) {
+  if (ytaps.taps != xtaps.taps) throw std::invalid_argument("decode_masks: axis tap widths differ");
+  for_each_mask(boxes, n, out_h, out_w, nthreads, [&](int64_t i, std::vector<float>& logits, std::vector<float>& rows) {
+    const int64_t* g = regions + 4 * i;
+    const Region r{g[0], g[1], g[2], g[3]};
+    int64_t* win = windows + 4 * i;
+    win[0] = win[1] = win[2] = win[3] = 0;
+    if (r.x1 <= r.x0 || r.y1 <= r.y0) return;
+    const int64_t bw = r.x1 - r.x0, bh = r.y1 - r.y0;
+    uint8_t* dst = crops + offsets[i];
+    decode_dispatch(ytaps.taps, protos, nm, mh, mw, coeffs + i * nm, r, ytaps, xtaps, dst, bw, logits, rows);
+    nonzero_window(dst, bw, bw, bh, win);  // crop-relative, shifted to mask pixels below
+    if (win[2] > win[0]) {
+      win[0] += r.x0;
+      win[2] += r.x0;
+      win[1] += r.y0;
+      win[3] += r.y0;
+    }
+  });
 }
 
 namespace {
@@ -205,6 +263,44 @@ py::array decode_masks_py(const FloatArray& protos, const FloatArray& coeffs, co
   return out;
 }
 
+py::tuple decode_mask_crops_py(const FloatArray& protos, const FloatArray& coeffs, const FloatArray& boxes,
+                               int64_t out_h, int64_t out_w, int64_t f, int64_t top, int64_t left, int64_t content_h,
+                               int64_t content_w, int nthreads) {
+  if (protos.ndim() != 3) throw std::invalid_argument("decode_mask_crops: protos must have shape (nm, h, w)");
+  const int64_t nm = protos.shape(0), mh = protos.shape(1), mw = protos.shape(2);
+  if (coeffs.ndim() != 2 || coeffs.shape(1) != nm)
+    throw std::invalid_argument("decode_mask_crops: coeffs must have shape (n, nm)");
+  const int64_t n = coeffs.shape(0);
+  if (boxes.ndim() != 2 || boxes.shape(0) != n || boxes.shape(1) != 4)
+    throw std::invalid_argument("decode_mask_crops: boxes must have shape (n, 4)");
+  if (out_h <= 0 || out_w <= 0) throw std::invalid_argument("decode_mask_crops: output size must be positive");
+  const AxisTaps yt = resample_taps(out_h, mh, f, top, content_h);
+  const AxisTaps xt = resample_taps(out_w, mw, f, left, content_w);
+  const auto nn = static_cast<py::ssize_t>(n);
+  py::array_t<int64_t> regions({nn, py::ssize_t{4}}), offsets(nn), windows({nn, py::ssize_t{4}});
+  int64_t* reg = regions.mutable_data();
+  int64_t* off = offsets.mutable_data();
+  int64_t total = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const Region r = box_region(boxes.data() + 4 * i, out_h, out_w);
+    reg[4 * i] = r.x0;
+    reg[4 * i + 1] = r.y0;
+    reg[4 * i + 2] = r.x1;
+    reg[4 * i + 3] = r.y1;
+    off[i] = total;
+    total += (r.x1 - r.x0) * (r.y1 - r.y0);
+  }
+  py::array_t<uint8_t> crops(static_cast<py::ssize_t>(total));  // every byte is written
+  uint8_t* dst = crops.mutable_data();
+  int64_t* win = windows.mutable_data();
+  {
+    py::gil_scoped_release release;
+    decode_crops_kernel(protos.data(), nm, mh, mw, coeffs.data(), boxes.data(), n, yt, xt, out_h, out_w, reg, off,
+                        dst, win, nthreads);
+  }
+  return py::make_tuple(crops, regions, offsets, windows);
+}
+
 py::tuple resample_taps_py(int64_t out, int64_t proto, int64_t f, int64_t offset, int64_t content) {
   const AxisTaps t = resample_taps(out, proto, f, offset, content);
   py::array_t<int32_t> start(static_cast<py::ssize_t>(out));
@@ -221,6 +317,12 @@ void init_masks(py::module_& m) {
         "Binary masks (n, out_h, out_w) uint8 from protos (nm,h,w) float32, coeffs (n,nm), boxes (n,4) xyxy in "
         "output pixels. Resampling: upsample by f, cut [top:top+content_h, left:left+content_w], resize to "
         "the output; only pixels inside each box are computed.");
+  m.def("decode_mask_crops", &decode_mask_crops_py, py::arg("protos"), py::arg("coeffs"), py::arg("boxes"),
+        py::arg("out_h"), py::arg("out_w"), py::arg("f"), py::arg("top"), py::arg("left"), py::arg("content_h"),
+        py::arg("content_w"), py::arg("nthreads") = 1,
+        "decode_masks without the (n, out_h, out_w) output: returns (crops uint8 (total,), regions int64 (n, 4) "
+        "[x0, y0, x1, y1) of the pixels each box keeps, offsets int64 (n,) of each region's row-major block in "
+        "crops, windows int64 (n, 4) [x0, y0, x1, y1) of the set pixels, zeros when none).");
   m.def("resample_taps", &resample_taps_py, py::arg("out"), py::arg("proto"), py::arg("f"), py::arg("offset"),
         py::arg("content"), "Per-axis resampling taps (start int32 (out,), weight float32 (out, K)).");
 }

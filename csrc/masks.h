@@ -20,6 +20,13 @@ struct AxisTaps {
   std::vector<float> weight;    // taps weights per output index (zero-padded)
 };
 
+// Output pixels [x0, x1) x [y0, y1) a mask's box keeps (x1 <= x < x2 and y1 <= y < y2, clipped to the
+// grid); all zero when the box keeps none.
+struct Region {
+  int64_t x0, y0, x1, y1;
+};
+Region box_region(const float* box, int64_t out_h, int64_t out_w);
+
 // out: output length; proto: prototype length; f, offset, content: steps 1-3 above.
 AxisTaps resample_taps(int64_t out, int64_t proto, int64_t f, int64_t offset, int64_t content);
 
@@ -29,5 +36,13 @@ AxisTaps resample_taps(int64_t out, int64_t proto, int64_t f, int64_t offset, in
 void decode_masks_kernel(const float* protos, int64_t nm, int64_t mh, int64_t mw, const float* coeffs,
                          const float* boxes, int64_t n, const AxisTaps& ytaps, const AxisTaps& xtaps,
                          int64_t out_h, int64_t out_w, uint8_t* out, int nthreads);
+
+// Same decoding into packed crops: mask i is the (y1 - y0) x (x1 - x0) uint8 block of its region
+// (regions (n, 4) from box_region) at crops + offsets[i], every byte written. windows (n, 4) receives
+// the [x0, y0, x1, y1) of the set pixels in mask pixels (all zero when none is set).
+void decode_crops_kernel(const float* protos, int64_t nm, int64_t mh, int64_t mw, const float* coeffs,
+                         const float* boxes, int64_t n, const AxisTaps& ytaps, const AxisTaps& xtaps,
+                         int64_t out_h, int64_t out_w, const int64_t* regions, const int64_t* offsets,
+                         uint8_t* crops, int64_t* windows, int nthreads);
 
 }  // namespace yoloseg

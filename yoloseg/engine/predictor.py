@@ -52,6 +52,7 @@ def segment_postprocess(
     max_det: int = 300,
     retina_masks: bool = False,
     ops=None,
+    crops: bool = False,
 ) -> list[dict]:
     """Raw segment-model output -> per-image ``{"boxes": (n, 6), "masks": (n, h, w) bool | None}``.
 
@@ -61,6 +62,10 @@ def segment_postprocess(
     boxes in mask pixels that contain every set pixel of their mask (the tight windows of the set
     pixels on the CPU, the crop boxes elsewhere), so polygon extraction reads only those windows. ``ops`` selects the kernel module (default
     :mod:`yoloseg.ops`; :mod:`yoloseg.ops.reference` gives the pure-torch path).
+
+    ``crops=True`` (what the predictor asks for its own Results): on the CPU with the compiled
+    kernels, ``"masks"`` is a :class:`yoloseg.ops.mask_crops.MaskCrops` (the same pixels, only the
+    box regions stored; ``Results.masks.data`` builds the dense tensor when it is read).
     """
     if ops is None:
         from yoloseg import ops
@@ -77,6 +82,9 @@ def segment_postprocess(
             out.append({"boxes": det[:, :6].float(), "masks": None})
             continue
         coeffs = det[:, 6:]
+        if crops and ops is not None and getattr(ops, "__name__", "") == "yoloseg.ops" and _crops_ok(protos, det):
+            out.append(_crops_output(protos[i], det, input_shape, shape0, retina_masks, ops))
+            continue
         if retina_masks:
             boxes = ops.scale_boxes(input_shape, det[:, :4].clone(), shape0)
             crop = boxes
@@ -94,6 +102,29 @@ def segment_postprocess(
         else:
             out.append({"boxes": boxes, "masks": masks, "mask_boxes": crop})
     return out
+
+
+def _crops_ok(protos, det) -> bool:
+    from yoloseg.ops.mask_crops import available
+
+    return available(protos, det)
+
+
+def _crops_output(protos, det, input_shape, shape0, retina_masks, ops) -> dict:
+    from yoloseg.ops.mask_crops import decode_mask_crops
+
+    boxes = ops.scale_boxes(input_shape, det[:, :4].clone(), shape0)
+    if retina_masks:
+        masks = decode_mask_crops(protos, det[:, 6:], boxes, shape0, native=True)
+    else:
+        masks = decode_mask_crops(protos, det[:, 6:], det[:, :4], input_shape)
+    boxes = torch.cat([boxes, det[:, 4:6]], 1).float()
+    keep = masks.windows[:, 2] > masks.windows[:, 0]
+    if not keep.all():
+        boxes, masks = boxes[torch.from_numpy(keep)], masks.select(keep)
+    if not len(boxes):
+        return {"boxes": boxes, "masks": None}
+    return {"boxes": boxes, "masks": masks, "mask_boxes": torch.from_numpy(masks.windows).float()}
 
 
 def _set_pixel_windows(masks: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -272,11 +303,15 @@ class Predictor:
         if results_type is None:
             from yoloseg.engine.results import Results as results_type
         pred, protos = preds
+        from yoloseg.engine.results import Results
+
+        # our own Results take packed mask crops (no dense (n, h, w) block unless .data is read)
+        extra = {"crops": True} if fn is segment_postprocess and results_type is Results else {}
         outs = fn(
             (pred.float(), protos.float()), tuple(x.shape[-2:]), [f.image.shape[:2] for f in frames],
             conf=float(self._c("conf", 0.25)), iou=float(self._c("iou", 0.7)), classes=class_filter(self._c("classes")),
             agnostic=bool(self._c("agnostic_nms", False)), max_det=int(self._c("max_det", 300)),
-            retina_masks=bool(self._c("retina_masks", False)),
+            retina_masks=bool(self._c("retina_masks", False)), **extra,
         )
         if not _accepts(results_type, "mask_boxes"):  # a task's own Results type may not take the hint
             outs = [{k: v for k, v in o.items() if k != "mask_boxes"} for o in outs]

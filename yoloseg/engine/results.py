@@ -118,30 +118,59 @@ class Masks(_Data):
     ``strategy`` picks the polygon per mask: ``"largest"`` (default) or ``"all"`` (see module doc).
     ``boxes``: optional (n, 4) xyxy in mask pixels that contain every set pixel of their mask (the
     boxes the masks were cropped to); polygon extraction then reads only those windows.
+    ``data`` may also be a :class:`yoloseg.ops.mask_crops.MaskCrops` (what the predictor gives on
+    the CPU): then only the box regions are stored, polygons are traced from them, and the dense
+    (n, h, w) bool tensor is built the first time ``data`` is read.
     """
 
     def __init__(self, data, orig_shape, strategy: str = "largest", boxes=None):
+        from yoloseg.ops.mask_crops import MaskCrops
+
+        if strategy not in ("largest", "all"):
+            raise ValueError(f"polygon strategy must be 'largest' or 'all', got {strategy!r}")
+        self.strategy = strategy
+        self.crop_boxes = None
+        self._xy = None
+        self._crops = data if isinstance(data, MaskCrops) else None
+        if self._crops is not None:
+            self._dense = None
+            self.orig_shape = tuple(int(v) for v in orig_shape[:2])
+            return
         if data.ndim == 2:
             data = data[None]
         if data.ndim != 3:
             raise ValueError(f"Masks data must be (n, h, w), got {tuple(data.shape)}")
-        if strategy not in ("largest", "all"):
-            raise ValueError(f"polygon strategy must be 'largest' or 'all', got {strategy!r}")
         super().__init__(data, orig_shape)
-        self.strategy = strategy
-        self.crop_boxes = None
         if boxes is not None:
             b = boxes.detach().cpu().numpy() if isinstance(boxes, torch.Tensor) else np.asarray(boxes)
             if b.shape != (len(data), 4):
                 raise ValueError(f"Masks boxes must be ({len(data)}, 4) to match the masks, got {tuple(b.shape)}")
             self.crop_boxes = b
-        self._xy = None
+
+    @property
+    def data(self):
+        if self._crops is not None and self._dense is None:
+            self._dense = self._crops.dense()
+        return self._dense
+
+    @data.setter
+    def data(self, value):
+        self._dense = value
+
+    @property
+    def shape(self):
+        return self._crops.shape if self._crops is not None else tuple(self._dense.shape)
+
+    def __len__(self):
+        return len(self._crops) if self._crops is not None else len(self._dense)
 
     def _new(self, data, boxes=None):
         return Masks(data, self.orig_shape, self.strategy, boxes)
 
     def cpu(self):
-        return self if isinstance(self.data, np.ndarray) else self._new(self.data.cpu(), self.crop_boxes)
+        if self._crops is not None or isinstance(self.data, np.ndarray):
+            return self
+        return self._new(self.data.cpu(), self.crop_boxes)
 
     def numpy(self):
         return self if isinstance(self.data, np.ndarray) else self._new(self.data.cpu().numpy(), self.crop_boxes)
@@ -153,6 +182,8 @@ class Masks(_Data):
         return self._new(torch.as_tensor(self.data).to(*args, **kwargs), self.crop_boxes)
 
     def __getitem__(self, idx):
+        if self._crops is not None:
+            return self._new(self._crops.select(idx))
         if isinstance(idx, int):
             idx = [idx]
         if isinstance(self.data, np.ndarray) and isinstance(idx, torch.Tensor):
@@ -172,10 +203,18 @@ class Masks(_Data):
     def xy(self) -> list[np.ndarray]:
         """One (K, 2) float32 polygon per mask in original-image pixels ((0, 2) for an empty mask)."""
         if self._xy is None:
-            self._xy = polygons_to_image(
-                _polygons(self.data, self.strategy, self.crop_boxes), self.data.shape[1:], self.orig_shape,
-                normalize=False,
-            )
+            if len(self) == 0:
+                self._xy = []
+            else:
+                from yoloseg.ops.polygons import polygons_flat, split_points
+
+                if self._crops is not None:
+                    pts, ends = self._crops.polygons_flat(self.strategy)
+                else:
+                    data = self.data.cpu() if isinstance(self.data, torch.Tensor) else self.data
+                    pts, ends = polygons_flat(data, self.strategy, self.crop_boxes)
+                pts = points_to_image(pts, self.shape[1:], self.orig_shape)
+                self._xy = split_points(pts, ends)
         return self._xy
 
     @property
@@ -186,34 +225,29 @@ class Masks(_Data):
         return [p / scale for p in self.xy]
 
 
-def _polygons(masks, strategy, boxes=None):
-    from yoloseg import ops
-
-    if len(masks) == 0:
-        return []
-    if isinstance(masks, torch.Tensor):
-        masks = masks.cpu()
-    return ops.masks_to_polygons(masks, strategy=strategy, boxes=boxes)
-
-
 def polygons_to_image(polys, mask_shape, orig_shape, normalize=False) -> list[np.ndarray]:
     """Map polygons from mask pixels (letterbox or original resolution) to the original image, clipped."""
-    from yoloseg.data.letterbox import unpad_region
-
-    gy, gx, top, left, _, _ = unpad_region(mask_shape, orig_shape)
-    h, w = orig_shape
     polys = [np.asarray(p, np.float32).reshape(-1, 2) for p in polys]
     if not polys:
         return []
     ends = np.cumsum([len(p) for p in polys]).tolist()
     pts = np.concatenate(polys) if ends[-1] else np.zeros((0, 2), np.float32)
     # one vectorized pass over all vertices, then sliced back per mask
+    pts = points_to_image(pts, mask_shape, orig_shape, normalize)
+    return [pts[a:b] for a, b in zip([0] + ends[:-1], ends)]
+
+
+def points_to_image(pts: np.ndarray, mask_shape, orig_shape, normalize=False) -> np.ndarray:
+    """(K, 2) float32 points from mask pixels to original-image pixels (clipped), or normalized."""
+    from yoloseg.data.letterbox import unpad_region
+
+    gy, gx, top, left, _, _ = unpad_region(mask_shape, orig_shape)
+    h, w = orig_shape
     pts = (pts - np.array([left, top], np.float32)) / np.array([gx, gy], np.float32)
     np.clip(pts, 0, np.array([w, h], np.float32), out=pts)
     if normalize:
         pts /= np.array([w, h], np.float32)
-    pts = pts.astype(np.float32, copy=False)
-    return [pts[a:b] for a, b in zip([0] + ends[:-1], ends)]
+    return pts.astype(np.float32, copy=False)
 
 
 class Results:
