@@ -360,3 +360,32 @@ def test_nonempty_box_window_matches_full_scan():
     full = masks.flatten(1).any(1)
     assert 0 < int(full.sum()) < n
     assert torch.equal(_nonempty(masks, boxes), full)
+
+
+@needs_fixtures
+def test_save_crop_writes_each_box_of_the_original_image(tmp_path):
+    coffee = cv2.imread(str(COFFEE))
+    p = _pred(tmp_path, save_crop=True)
+    (r,) = p(str(COFFEE))
+    d = p.save_dir / "crops"
+    files = sorted(d.rglob("*.jpg"))
+    assert len(files) == len(r) == 4
+    for i, (box, c) in enumerate(zip(r.boxes.xyxy.tolist(), r.boxes.cls.int().tolist())):
+        path = d / r.names[c] / f"coffee_{i}.jpg"
+        crop = cv2.imread(str(path))
+        x1, y1, x2, y2 = int(np.floor(box[0])), int(np.floor(box[1])), int(np.ceil(box[2])), int(np.ceil(box[3]))
+        x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, 600), min(y2, 400)
+        assert crop.shape == (y2 - y1, x2 - x1, 3)
+        # JPEG is lossy: the crop must look like the source region, not like any other part
+        assert np.abs(crop.astype(int) - coffee[y1:y2, x1:x2].astype(int)).mean() < 6
+    assert not (p.save_dir / "coffee.png").exists()  # save_crop alone writes crops only
+
+
+def test_show_without_a_display_warns_and_still_predicts(tmp_path, caplog):
+    import logging
+
+    p = _pred(tmp_path, model=_tiny_model(), imgsz=64, show=True, conf=0.25)
+    with caplog.at_level(logging.WARNING):
+        results = p(np.zeros((64, 96, 3), np.uint8))
+    assert len(results) == 1
+    assert "show=True needs OpenCV with GUI support" in caplog.text

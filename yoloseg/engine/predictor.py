@@ -34,6 +34,7 @@ import torch
 
 from yoloseg.data.letterbox import LetterBox
 from yoloseg.data.sources import load_sources
+from yoloseg.utils.files import atomic_write_bytes
 
 __all__ = ["Predictor", "segment_postprocess"]
 
@@ -253,8 +254,7 @@ class Predictor:
             if hasattr(net, "fuse") and not (hasattr(net, "is_fused") and net.is_fused()):
                 net = net.fuse()
             net = net.to(self.device).eval()
-        if self._c("show", False):
-            LOGGER.warning("show=True is not supported (no display in this OpenCV build); use save=True")
+        self._show = bool(self._c("show", False)) and _display_available()
         self.half = bool(self._c("half", False))
         if self.half and self.device.type != "cuda":
             LOGGER.warning("half=True needs a CUDA device; running in float32")
@@ -435,20 +435,25 @@ class Predictor:
 
     def _write(self, frame, r) -> None:
         save, save_txt = bool(self._c("save", False)), bool(self._c("save_txt", False))
-        if not (save or save_txt):
+        save_crop = bool(self._c("save_crop", False))
+        if getattr(self, "_show", False):
+            import cv2
+
+            cv2.imshow(str(frame.path), self._plot(r))
+            cv2.waitKey(1 if frame.kind == "video" else 500)
+        if not (save or save_txt or save_crop):
             return
         d = self._ensure_save_dir()
         r.save_dir = str(d)
         base = self._base_name(frame)
+        stem = base if frame.kind != "video" else f"{base}_{frame.frame}"
         if save_txt:
-            stem = base if frame.kind != "video" else f"{base}_{frame.frame}"
             r.save_txt(d / "labels" / f"{stem}.txt", save_conf=bool(self._c("save_conf", False)))
+        if save_crop:
+            r.save_crop(d / "crops", stem)
         if not save:
             return
-        img = r.plot(
-            conf=bool(self._c("show_conf", True)), labels=bool(self._c("show_labels", True)),
-            boxes=bool(self._c("show_boxes", True)), line_width=self._c("line_width", None),
-        )
+        img = self._plot(r)
         if frame.kind == "video":
             self._write_video_frame(d, base, frame, img)
         else:
@@ -459,7 +464,13 @@ class Predictor:
             ok, buf = cv2.imencode(ext, img)
             if not ok:
                 raise ValueError(f"cannot encode the annotated image for '{frame.path}'")
-            buf.tofile(str(d / f"{base}{ext}"))
+            atomic_write_bytes(d / f"{base}{ext}", buf.tobytes())
+
+    def _plot(self, r):
+        return r.plot(
+            conf=bool(self._c("show_conf", True)), labels=bool(self._c("show_labels", True)),
+            boxes=bool(self._c("show_boxes", True)), line_width=self._c("line_width", None),
+        )
 
     def _write_video_frame(self, d: Path, base: str, frame, img) -> None:
         import cv2
@@ -475,6 +486,22 @@ class Predictor:
                 raise ValueError(f"cannot open a video writer for '{path}'")
             self._writers[key] = (path, writer)
         self._writers[key][1].write(img)
+
+
+def _display_available() -> bool:
+    """True when OpenCV can open a window; otherwise warns that show=True is ignored."""
+    import cv2
+
+    try:
+        cv2.namedWindow("yoloseg", cv2.WINDOW_NORMAL)
+        cv2.destroyWindow("yoloseg")
+        return True
+    except cv2.error:
+        LOGGER.warning(
+            "show=True needs OpenCV with GUI support and a display (this one has none: the default "
+            "opencv-python-headless); predictions are not shown. Use save=True, or install opencv-python."
+        )
+        return False
 
 
 def _accepts(fn, name: str) -> bool:

@@ -19,7 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from yoloseg.utils.files import atomic_write_bytes
+
 __all__ = ["Boxes", "Masks", "Results"]
+
+
+def _safe_name(name: str) -> str:
+    """A class name usable as one folder name."""
+    cleaned = "".join(ch if ch.isalnum() or ch in " ._-" else "_" for ch in name).strip().strip(".")
+    return cleaned or "_"
 
 
 class _Data:
@@ -347,8 +355,37 @@ class Results:
         ok, buf = cv2.imencode(filename.suffix, self.plot(**plot_kwargs))
         if not ok:
             raise ValueError(f"cannot encode an image with extension '{filename.suffix}': {filename}")
-        buf.tofile(str(filename))
+        atomic_write_bytes(filename, buf.tobytes())
         return str(filename)
+
+    def save_crop(self, save_dir, file_name="im") -> list[str]:
+        """Write the original-image pixels inside each box to ``save_dir/<class name>/<file_name>_<i>.jpg``
+        (i: the detection's index; boxes rounded outwards to whole pixels, clipped to the image).
+        Returns the paths written."""
+        import cv2
+
+        if not len(self):
+            return []
+        b = self.boxes.cpu()
+        h, w = self.orig_shape
+        xyxy = np.asarray(b.xyxy, dtype=np.float64)
+        cls = np.asarray(b.cls).astype(int).tolist()
+        stem = Path(str(file_name)).stem or "im"
+        out = []
+        for i, ((x1, y1, x2, y2), c) in enumerate(zip(xyxy.tolist(), cls)):
+            x1, y1 = max(int(np.floor(x1)), 0), max(int(np.floor(y1)), 0)
+            x2, y2 = min(int(np.ceil(x2)), w), min(int(np.ceil(y2)), h)
+            if x2 <= x1 or y2 <= y1:
+                continue
+            name = _safe_name(str(self.names.get(c, c)))
+            path = Path(save_dir) / name / f"{stem}_{i}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(self.orig_img[y1:y2, x1:x2]))
+            if not ok:
+                raise ValueError(f"cannot encode the crop of detection {i} of '{self.path}'")
+            atomic_write_bytes(path, buf.tobytes())
+            out.append(str(path))
+        return out
 
     def txt_lines(self, save_conf: bool = False) -> list[str]:
         """YOLO-seg label lines ``cls x1 y1 x2 y2 ...`` (normalized polygon, optional conf last).
@@ -380,7 +417,7 @@ class Results:
         txt_file = Path(txt_file)
         if lines:
             txt_file.parent.mkdir(parents=True, exist_ok=True)
-            txt_file.write_text("\n".join(lines) + "\n")
+            atomic_write_bytes(txt_file, ("\n".join(lines) + "\n").encode())
         return str(txt_file)
 
     def summary(self, normalize: bool = False, decimals: int = 5) -> list[dict]:
