@@ -115,3 +115,19 @@ def test_bad_input_is_checked_like_process_mask():
         decode_mask_crops(protos, coeffs, bad, (160, 192))
     with pytest.raises(ValueError, match="shape"):
         decode_mask_crops(protos, coeffs, boxes, (0, 192))
+
+
+def test_model_call_keeps_crops_until_data_is_read():
+    """The facade's predict (task-resolved postprocess) hands MaskCrops to Results."""
+    from pathlib import Path
+
+    from yoloseg import YOLO
+
+    fixtures = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+    weights, image = fixtures / "ultralytics" / "yolo11n-seg-synth3-e100.pt", fixtures / "images" / "coffee.png"
+    if not (weights.exists() and image.exists()):
+        pytest.skip("shared fixtures not available")
+    (r,) = YOLO(str(weights))(str(image), conf=0.05, imgsz=640, verbose=False)
+    assert len(r) == 4 and r.masks._crops is not None and r.masks._dense is None
+    assert r.masks.shape == (4, 448, 640) and len(r.masks.xy) == 4 and r.masks._dense is None
+    assert r.masks.data.shape == (4, 448, 640) and r.masks.data.dtype == torch.bool

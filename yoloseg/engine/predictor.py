@@ -296,7 +296,9 @@ class Predictor:
 
     def postprocess(self, preds, x, frames) -> list:
         fn = getattr(self.model, "postprocess", None) if not isinstance(self.model, torch.nn.Module) else None
-        fn = fn or getattr(self.task, "postprocess", None) or segment_postprocess  # end-to-end files bring theirs
+        if fn is None and self.task is not None and getattr(self.task, "postprocess", None) is not None:
+            fn = self.task.resolve("postprocess")  # the function itself, not its lazy loader
+        fn = fn or segment_postprocess  # end-to-end files bring theirs (above)
         results_type = None
         if self.task is not None and getattr(self.task, "results", None) is not None:
             results_type = self.task.resolve("results")
