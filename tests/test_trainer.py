@@ -77,8 +77,16 @@ def test_train_writes_all_artifacts(tiny_data, tmp_path):
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert list(rows[0].keys()) == EXPECTED_COLUMNS
     for r in rows:
-        for k in ("train/box_loss", "train/seg_loss", "train/cls_loss", "train/dfl_loss", "lr/pg0"):
+        for k in ("train/box_loss", "train/seg_loss", "train/cls_loss", "train/dfl_loss", "lr/pg0",
+                  "val/box_loss", "val/seg_loss", "val/cls_loss", "val/dfl_loss"):
             assert float(r[k]) == float(r[k]) and float(r[k]) >= 0, (k, r[k])
+    # the validator's val losses (same forward passes as its metrics) equal a separate loss-only pass
+    from yoloseg.engine import train_setup
+
+    want = train_setup.val_losses(tr, tr.ema.ema)
+    got = [float(rows[-1][f"val/{n}"]) for n in ("box_loss", "seg_loss", "cls_loss", "dfl_loss")]
+    assert got == pytest.approx(want, rel=1e-4, abs=1e-6)
+    assert tr.ema.ema.model[-1].with_train_outputs is False  # switched off again after validation
     args = yaml.safe_load((run / "args.yaml").read_text())
     assert args["epochs"] == 2 and args["imgsz"] == 64 and args["optimizer"] == "AdamW"
     assert cv2.imread(str(run / "results.png")) is not None

@@ -242,7 +242,10 @@ def build_validator(tr):
     vargs = SimpleNamespace(**{**vars(tr.args), "mode": "val", "imgsz": tr.imgsz, "batch": tr.batch_size * 2,
                                "conf": tr.args.conf if getattr(tr.args, "conf", None) is not None else 0.001,
                                "plots": False, "save_json": False})
-    return cls(vargs, model=None, task=tr.task, dataloader=tr.val_loader)
+    import inspect
+
+    extra = {"loss_fn": tr.loss_fn} if "loss_fn" in inspect.signature(cls).parameters else {}
+    return cls(vargs, model=None, task=tr.task, dataloader=tr.val_loader, **extra)
 
 
 class _HeadTrainOutputs:

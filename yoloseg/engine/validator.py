@@ -153,10 +153,15 @@ class Validator:
         task: the :class:`yoloseg.tasks.Task` (its name names the runs folder).
         dataloader: an existing val loader (the trainer's); ``cfg.data`` is then not read.
         coco_gt: path of a COCO instances JSON to evaluate against instead of the YOLO labels.
+        loss_fn: a training loss ``(train outputs, batch) -> (loss, items)``; when given (the trainer
+            does), the model's head also returns its training outputs during the loop and the metrics
+            carry the mean val loss items in ``.loss``.
     """
 
-    def __init__(self, cfg=None, model=None, task=None, dataloader=None, save_dir=None, coco_gt=None):
+    def __init__(self, cfg=None, model=None, task=None, dataloader=None, save_dir=None, coco_gt=None, loss_fn=None):
         self.cfg = cfg if cfg is not None else SimpleNamespace()
+        self.loss_fn = loss_fn  # the trainer's loss: val losses from the same forward passes
+        self._loss_sum, self._loss_batches = None, 0
         self.model = model
         self.task = task
         self.dataloader = dataloader
@@ -295,10 +300,19 @@ class Validator:
             self.evaluator = ev = self._make_evaluator(dataset, data)
             self.confusion = ConfusionMatrix(ev.nc)
             self._check_classes(model, ev)
-            self._loop(net, device, loader, dataset, ev, external)
+            self._loss_sum, self._loss_batches = None, 0
+            was = self._train_outputs(net, True) if self.loss_fn is not None else None
+            try:
+                self._loop(net, device, loader, dataset, ev, external)
+            finally:
+                if was is not None:
+                    self._train_outputs(net, was)
         finally:
             restore()
-        return self._finish(ev, external)
+        metrics = self._finish(ev, external)
+        if self._loss_batches and metrics is not None:
+            metrics.loss = (self._loss_sum / self._loss_batches).tolist()
+        return metrics
 
     def _check_classes(self, model, ev):
         nc = getattr(model, "nc", None)
@@ -308,13 +322,35 @@ class Validator:
             LOGGER.warning(f"the model has {nc} classes but the data set {ev.nc}: detections of class i are "
                            f"scored as data set class i")
 
-    def _inference(self, net, x):
+    def _inference(self, net, x, batch=None):
         out = net(x)
         if isinstance(out, dict):
             out = out.get("one2many", out)
         if isinstance(out, (list, tuple)) and len(out) == 2 and isinstance(out[0], (list, tuple)):
-            out = out[0]
+            out, train_out = out
+            if batch is not None and self.loss_fn is not None and isinstance(train_out, (list, tuple)):
+                self._add_loss(train_out, batch, x)
         return out[0], out[1]
+
+    def _add_loss(self, train_out, batch, x):
+        feats, coeffs, protos = train_out
+        dev = x.device
+        lb = {k: batch[k].to(dev) for k in ("batch_idx", "cls", "bboxes", "masks") if torch.is_tensor(batch.get(k))}
+        lb["img"] = x.float()
+        _, items = self.loss_fn(([f.float() for f in feats], coeffs.float(), protos.float()), lb)
+        items = items.detach().float().cpu()
+        self._loss_sum = items if self._loss_sum is None else self._loss_sum + items
+        self._loss_batches += 1
+
+    def _train_outputs(self, net, on: bool):
+        """Ask the head for its training outputs too (val losses); returns the previous setting."""
+        head = getattr(net, "model", None)
+        head = head[-1] if isinstance(head, torch.nn.Sequential) or isinstance(head, torch.nn.ModuleList) else None
+        if head is None or not hasattr(head, "with_train_outputs"):
+            return None
+        was = head.with_train_outputs
+        head.with_train_outputs = on
+        return was
 
     def _loop(self, net, device, loader, dataset, ev, external):
         from yoloseg import ops
@@ -353,7 +389,7 @@ class Validator:
                 sync()
                 t1 = time.perf_counter()
                 with torch.inference_mode():
-                    pred, protos = self._inference(net, x)
+                    pred, protos = self._inference(net, x, batch)
                     sync()
                     t2 = time.perf_counter()
                     pred, protos = pred.float(), protos.float()

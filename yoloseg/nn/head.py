@@ -85,6 +85,9 @@ class Segment(nn.Module):
         )
         self._anchor_key = None
         self._anchors = self._anchor_strides = None
+        # Eval forward also returns the training outputs: ((pred, protos), (feats, coeffs, protos)).
+        # The validator sets it while a trainer asks for val losses; exports never see it.
+        self.with_train_outputs = False
 
     def init_biases(self, box_bias: float = 1.0) -> None:
         """Prior biases: box logits ``box_bias``; class logits log(5 / nc / (640 / stride)^2), i.e. about
@@ -123,4 +126,6 @@ class Segment(nn.Module):
         cls_logits = torch.cat([c.view(bs, self.nc, -1) for c in cls], -1)
         boxes = self.decode_boxes(box_logits, x)
         pred = torch.cat((boxes, cls_logits.sigmoid(), coeffs), 1)
+        if self.with_train_outputs:
+            return (pred, protos), ([torch.cat((box[i], cls[i]), 1) for i in range(self.nl)], coeffs, protos)
         return pred, protos
