@@ -240,3 +240,43 @@ def test_resume_after_sigkill(tiny_data, tmp_path):
     assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1))
     assert _load(last)["epoch"] == epochs - 1
     assert not (tmp_path / "k2").exists()  # same run folder
+
+
+def test_task_defines_loss_columns_metric_columns_and_fitness(tiny_data, tmp_path):
+    """The trainer asks the task: its loss names name the loss columns, its metrics object's keys and
+    fitness name the metric columns and pick best.pt (a plugin task with metrics of its own)."""
+    import dataclasses
+
+    from yoloseg.engine.validator import Validator
+    from yoloseg.tasks import get_task
+
+    class OwnMetrics:
+        keys = ["metrics/score"]
+
+        def __init__(self, epoch):
+            self.results_dict = {"metrics/score": 0.1 * epoch, "fitness": -epoch}  # best = first epoch
+            self.fitness = -epoch
+            self.box = self.seg = None
+            self.loss = [0.5, 0.25, 0.125, 0.0625]
+
+    calls = []
+
+    class OwnValidator(Validator):
+        def __call__(self, model=None, trainer=None):
+            calls.append(1)
+            return OwnMetrics(len(calls))
+
+    seg = get_task("segment")
+    task = dataclasses.replace(seg, name="owntask", loss_names=("a_loss", "b_loss", "c_loss", "d_loss"),
+                               validator=OwnValidator)
+    tr = Trainer(_cfg(tiny_data, tmp_path, epochs=2, plots=False), task)
+    tr.train()
+    rows = _rows(tmp_path / "t")
+    cols = list(rows[0].keys())
+    assert [c for c in cols if c.startswith("train/")] == [f"train/{n}_loss" for n in "abcd"]
+    assert [c for c in cols if c.startswith("val/")] == [f"val/{n}_loss" for n in "abcd"]
+    assert [c for c in cols if c.startswith("metrics/")] == ["metrics/score"]
+    assert [float(r["metrics/score"]) for r in rows] == pytest.approx([0.1, 0.2])
+    assert float(rows[0]["val/b_loss"]) == 0.25
+    ck = _load(tmp_path / "t" / "weights/last.pt")
+    assert ck["best_fitness"] == -1  # epoch 1 had the higher fitness

@@ -294,6 +294,13 @@ def run_validation(tr, model):
 
 
 def metrics_dict(m) -> dict:
+    """results.csv metric columns: the segment metrics' eight, or a task's own ``keys`` from its
+    ``results_dict`` (the metrics object of a plugin task)."""
+    keys = getattr(m, "keys", None)
+    if getattr(m, "box", None) is None or getattr(m, "seg", None) is None:
+        rd = getattr(m, "results_dict", None) or {}
+        keys = list(keys) if keys else [k for k in rd if k != "fitness"]
+        return {k: float(rd.get(k, float("nan"))) for k in keys}
     return {
         "metrics/precision(B)": float(m.box.mp), "metrics/recall(B)": float(m.box.mr),
         "metrics/mAP50(B)": float(m.box.map50), "metrics/mAP50-95(B)": float(m.box.map),
@@ -303,6 +310,11 @@ def metrics_dict(m) -> dict:
 
 
 def metric_fitness(m) -> float:
+    """The metrics' own ``fitness`` when they define one (a task decides what "best" means), else the
+    segment formula."""
+    own = getattr(m, "fitness", None)
+    if own is not None and not callable(own):
+        return float(own)
     from yoloseg.engine.trainer import fitness_of
 
     return fitness_of(float(m.box.map50), float(m.box.map), float(m.seg.map50), float(m.seg.map))

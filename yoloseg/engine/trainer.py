@@ -63,6 +63,7 @@ class Trainer:
     def __init__(self, cfg, task=None):
         self.args = cfg if isinstance(cfg, SimpleNamespace) else SimpleNamespace(**dict(cfg))
         self.task = ts.resolve_task(task)
+        self.loss_names = tuple(getattr(self.task, "loss_names", ()) or LOSS_NAMES)
         self.rank = get_rank()
         self.main = self.rank in (-1, 0)
         self.resume_ckpt = None
@@ -240,7 +241,7 @@ class Trainer:
                 pbar.update(1)
         if pbar is not None:
             pbar.close()
-        return np.full(len(LOSS_NAMES), np.nan) if tloss is None else tloss.numpy()
+        return np.full(len(self.loss_names), np.nan) if tloss is None else tloss.numpy()
 
     def warmup_step(self, ni: int, nw: int, lr_mult: float) -> None:
         """Ramp accumulation 1 -> nominal, bias lr from warmup_bias_lr and other lrs from 0 up to the
@@ -280,20 +281,23 @@ class Trainer:
             return None
         from tqdm import tqdm
 
-        self.log(("%11s" * 8) % ("Epoch", "GPU_mem", *LOSS_NAMES, "Instances", "Size"))
+        names = self.loss_names
+        self.log(("%11s" * (4 + len(names))) % ("Epoch", "GPU_mem", *names, "Instances", "Size"))
         return tqdm(total=self.nb, file=sys.stderr, desc=("%11s" * 2) % (f"{epoch + 1}/{self.epochs}", ""),
                     bar_format="{desc}{percentage:3.0f}%|{bar:10}| "
                     "{n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}]", mininterval=0.5)
 
     def progress_text(self, epoch, tloss, batch) -> str:
         mem = f"{torch.cuda.memory_reserved() / 1e9:.3g}G" if self.device.type == "cuda" else "0G"
-        return ("%11s" * 2 + "%11.4g" * 4 + "%11d" + "%11d") % (
+        return ("%11s" * 2 + "%11.4g" * len(tloss) + "%11d" + "%11d") % (
             f"{epoch + 1}/{self.epochs}", mem, *tloss.tolist(), int(batch["cls"].shape[0]), batch["img"].shape[-1])
 
     def metric_summary(self, metrics: dict, fitness: float) -> str:
         if metrics.get("metrics/mAP50(M)") is not None and not math.isnan(metrics.get("metrics/mAP50(M)", math.nan)):
             return (f"box mAP50 {metrics['metrics/mAP50(B)']:.4f} mAP50-95 {metrics['metrics/mAP50-95(B)']:.4f}, "
                     f"mask mAP50 {metrics['metrics/mAP50(M)']:.4f} mAP50-95 {metrics['metrics/mAP50-95(M)']:.4f}")
+        if metrics:  # a task's own metrics
+            return ", ".join(f"{k.removeprefix('metrics/')} {v:.4f}" for k, v in metrics.items()) + f", fitness {fitness:.4f}"
         return f"val loss {-fitness:.4f}"
 
     # ------------------------------------------------------------------ validation
@@ -326,10 +330,12 @@ class Trainer:
     # ------------------------------------------------------------------ results and checkpoints
     def record(self, epoch, tloss, metrics, val_losses, elapsed) -> None:
         row = {"epoch": epoch + 1, "time": round(elapsed, 3)}
-        row.update({f"train/{n}": float(v) for n, v in zip(LOSS_NAMES, tloss)})
-        row.update({k: metrics.get(k, float("nan")) for k in METRIC_KEYS})
-        vl = val_losses if val_losses is not None else [float("nan")] * len(LOSS_NAMES)
-        row.update({f"val/{n}": float(v) for n, v in zip(LOSS_NAMES, vl)})
+        row.update({f"train/{n}": float(v) for n, v in zip(self.loss_names, tloss)})
+        if not getattr(self, "metric_keys", None):  # fixed by the first epoch's metrics: stable CSV columns
+            self.metric_keys = tuple(metrics) if metrics else METRIC_KEYS
+        row.update({k: metrics.get(k, float("nan")) for k in self.metric_keys})
+        vl = val_losses if val_losses is not None else [float("nan")] * len(self.loss_names)
+        row.update({f"val/{n}": float(v) for n, v in zip(self.loss_names, vl)})
         row.update({f"lr/pg{j}": g["lr"] for j, g in enumerate(self.optimizer.param_groups)})
         self.csv_rows = [r for r in self.csv_rows if r["epoch"] < epoch + 1] + [row]
         ts.write_results_csv(self.save_dir / "results.csv", self.csv_rows)
