@@ -1,4 +1,5 @@
-"""Command line: `yoloseg [task] train|val|predict|export key=value ...`, `yoloseg info`, `yoloseg plugins`.
+"""Command line: `yoloseg [task] train|val|predict|export key=value ...`, `yoloseg info`, `yoloseg plugins`,
+`yoloseg convert coco INSTANCES.json --out DIR` (COCO annotations -> YOLO-seg labels and a data YAML).
 
 Every `key=value` is checked against the settings schema (yoloseg/cfg/schema.py) before any work starts;
 `yoloseg <mode> --help` lists every key with its default and meaning. Errors print one line, no traceback
@@ -41,6 +42,7 @@ Examples:
   yoloseg export model=best.pt format=onnx dynamic=true
   yoloseg segment info model=yolo11s-seg.yaml      # the task word is optional
   yoloseg plugins                                  # installed tasks and their distributions
+  yoloseg convert coco instances_val2017.json --out coco-seg   # COCO JSON -> labels + data.yaml
 """
 
 
@@ -263,6 +265,67 @@ def plugins_cmd():
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + ("  " + r[3] if r[3] else ""))
+
+
+# ---------------------------------------------------------------------------------------------- convert
+@cli.group("convert", short_help="Convert annotations from other formats into YOLO-seg labels.")
+def convert_group():
+    """Convert annotations from other formats into YOLO-seg label files and a data YAML."""
+
+
+@convert_group.command("coco", short_help="COCO instances JSON -> YOLO-seg labels and data.yaml.")
+@click.argument("json_files", nargs=-1, required=True, metavar="INSTANCES_JSON...")
+@click.option("-o", "--out", required=True, metavar="DIR",
+              help="Data set root: writes DIR/labels/<split>/*.txt and DIR/data.yaml (updated when it exists).")
+@click.option("--split", default=None, metavar="NAME",
+              help="Split folder name (one JSON only). Default: the JSON name without 'instances_' "
+                   "(instances_val2017.json -> val2017).")
+@click.option("--classes", type=click.Choice(["sorted", "coco80"]), default="sorted", show_default=True,
+              help="sorted: indices 0.. in sorted category id order; coco80: the 80-class index of the "
+                   "original COCO category ids.")
+@click.option("--include-crowd", is_flag=True, help="Convert iscrowd=1 annotations too (default: skipped).")
+@click.option("--copy-images", is_flag=True, help="Copy the images into DIR/images/<split>/.")
+@click.option("--link-images", is_flag=True, help="Symlink the images into DIR/images/<split>/.")
+@click.option("--images", "images_dir", default=None, metavar="IMG_DIR",
+              help="Where the JSON's images are (with --copy-images/--link-images; one JSON only). "
+                   "Default: ../images/<split> or ../<split> beside the JSON's folder.")
+@click.option("--overwrite", is_flag=True, help="Replace the files of an existing labels folder.")
+def convert_coco_cmd(json_files, out, split, classes, include_crowd, copy_images, link_images, images_dir,
+                     overwrite):
+    """Write one YOLO-seg label file per image of each COCO instances JSON (an empty file for an image
+    without annotations) and a data.yaml with the class names of its categories.
+
+    \b
+    Multi-part polygons are joined into one polygon; RLE masks are traced. Annotations that cannot be used
+    (unknown image/category, < 3 points, zero area, bad RLE) are skipped with a warning and counted.
+    Without --copy-images/--link-images, put the images in DIR/images/<split>/ yourself.
+
+    \b
+    Examples:
+      yoloseg convert coco annotations/instances_train2017.json annotations/instances_val2017.json --out coco-seg
+      yoloseg convert coco instances_val.json --out my-set --split val --link-images --images photos/
+    """
+    from pathlib import Path
+
+    if copy_images and link_images:
+        raise click.UsageError("choose one of --copy-images and --link-images")
+    images = "copy" if copy_images else "link" if link_images else None
+    if images_dir is not None and images is None:
+        raise click.UsageError("--images is used with --copy-images or --link-images")
+    if len(json_files) > 1 and (split is not None or images_dir is not None):
+        raise click.UsageError("--split and --images need a single INSTANCES_JSON")
+    with _clean_errors():
+        from yoloseg.data.convert import coco_to_yolo
+
+        results = [coco_to_yolo(f, out, split, classes=classes, include_crowd=include_crowd, images=images,
+                                images_dir=images_dir, overwrite=overwrite) for f in json_files]
+    for r in results:
+        img_dir = Path(out).expanduser().resolve() / "images" / r.split
+        if not img_dir.is_dir():
+            click.echo(f"note: put the images of {Path(r.json_file).name} in {img_dir}/ "
+                       f"(or rerun with --link-images / --copy-images)", err=True)
+    if results and results[-1].yaml_file:
+        click.echo(f"data: {results[-1].yaml_file}  (yoloseg train data={results[-1].yaml_file})")
 
 
 def main(argv=None) -> None:
