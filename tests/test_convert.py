@@ -125,6 +125,19 @@ def test_multi_part_polygon_is_joined_and_covers_every_part(tmp_path):
     assert res.n_instances == 1 and not res.skipped
 
 
+def test_bad_part_of_a_multi_part_polygon_is_dropped_with_a_warning(tmp_path):
+    sq = [10, 10, 30, 10, 30, 30, 10, 30]
+    src = _write_json(tmp_path / "j.json", [{"id": 1, "file_name": "x.jpg", "width": 40, "height": 40}],
+                      [_ann(4, [sq, [1, 1, 2, 2]]), _ann(5, [[0, 0, 5, 5, 9, 9], sq])])
+    res = coco_to_yolo(src, tmp_path / "o", "val", verbose=False)
+    rows = _read_labels(tmp_path / "o" / "labels" / "val")["x"]
+    assert res.n_instances == 2 and not res.skipped
+    for _, poly in rows:
+        np.testing.assert_allclose(poly * 40, np.reshape(sq, (-1, 2)))
+    assert any("annotation 4: a part was dropped (polygon with < 3 points)" in m for m in res.warnings)
+    assert any("annotation 5: a part was dropped (zero-area part)" in m for m in res.warnings)
+
+
 def test_non_crowd_rle_is_traced(tmp_path):
     h, w = 60, 50
     mask = np.zeros((h, w), np.uint8)
@@ -156,7 +169,7 @@ def test_crowd_rle_skipped_by_default_and_included_on_request(tmp_path):
                       [crowd, poly])
     res = coco_to_yolo(src, tmp_path / "a", "val", verbose=False)
     assert res.skipped == {"crowd": 1} and res.n_instances == 1
-    assert any("1 crowd annotations skipped" in m for m in res.warnings)
+    assert any("1 crowd annotation(s) skipped" in m for m in res.warnings)
     res = coco_to_yolo(src, tmp_path / "b", "val", include_crowd=True, verbose=False)
     assert not res.skipped and res.n_instances == 2
     rows = _read_labels(tmp_path / "b" / "labels" / "val")["c"]
@@ -259,6 +272,7 @@ def test_data_yaml_collects_splits_and_refuses_other_names(tmp_path):
     other = _write_json(tmp_path / "instances_test.json", im, [], [{"id": 1, "name": "zebra"}])
     with pytest.raises(ValueError, match="other class names"):
         coco_to_yolo(other, out, verbose=False)
+    assert not (out / "labels" / "test").exists()  # checked before anything is written
 
 
 def test_class_mappings(tmp_path):

@@ -243,8 +243,8 @@ def _check_free(folder: Path, overwrite: bool, what: str) -> None:
                               f"(--overwrite) to replace its files, or choose another output folder")
 
 
-def _write_data_yaml(out_dir: Path, split: str, names: dict, overwrite: bool, notes: list) -> Path:
-    """Create or update ``out_dir/data.yaml`` so that the split's key points at ``images/<split>``."""
+def _data_yaml(out_dir: Path, split: str, names: dict, overwrite: bool, notes: list) -> tuple[Path, bytes]:
+    """``out_dir/data.yaml`` (created, or updated when it exists) with the split's key at ``images/<split>``."""
     import yaml
 
     path = out_dir / "data.yaml"
@@ -263,8 +263,7 @@ def _write_data_yaml(out_dir: Path, split: str, names: dict, overwrite: bool, no
                 raise ValueError(f"{path} lists other class names than this JSON; pass overwrite=True "
                                  f"(--overwrite) to replace it, or choose another output folder")
             data = {}
-    key = _split_key(split)
-    data.update({"path": ".", key: f"images/{split}"})
+    data.update({"path": ".", _split_key(split): f"images/{split}"})
     for k in ("train", "val"):
         if k not in data:
             data[k] = f"images/{split}"
@@ -276,8 +275,7 @@ def _write_data_yaml(out_dir: Path, split: str, names: dict, overwrite: bool, no
     text = ("# YOLO-seg data set converted from COCO annotations by `yoloseg convert coco`.\n"
             "# path '.' is this file's folder; labels/<split> holds the labels of images/<split>.\n")
     text += yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
-    atomic_write_bytes(path, text.encode("utf-8"))
-    return path
+    return path, text.encode("utf-8")
 
 
 def _place_image(src: Path, dst: Path, mode: str) -> None:
@@ -304,6 +302,67 @@ def _find_images_dir(json_file: Path, split: str) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- convert
+def _index_images(images, res: ConvertResult, warn) -> dict:
+    """image id -> (label path, width, height, file name); width 0 for an image without a usable size."""
+    ims, seen_labels = {}, set()
+    for k, im in enumerate(images):
+        iid = _key(im.get("id")) if isinstance(im, dict) else None
+        label = _label_name(im.get("file_name")) if isinstance(im, dict) else None
+        tag = f"image {iid}" if iid is not None else f"image entry #{k}"
+        why = ("no id" if iid is None else "duplicate image id" if iid in ims else
+               "unusable file_name" if label is None else "two images share a label file" if label in seen_labels
+               else None)
+        if why:
+            warn(f"{tag}: {why}, skipped")
+            res.n_images_skipped += 1
+            continue
+        w, h = im.get("width"), im.get("height")
+        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in (w, h))
+        if not ok:
+            warn(f"{tag} ({im['file_name']}): no valid width/height, its annotations are skipped")
+            res.n_images_skipped += 1
+        seen_labels.add(label)
+        ims[iid] = (label, int(w) if ok else 0, int(h) if ok else 0, im["file_name"])
+    return ims
+
+
+def _convert_annotations(annotations, ims, cat_index, include_crowd, res: ConvertResult, warn) -> dict:
+    """image id -> label lines, for every image with a usable size; skips are counted in ``res``."""
+    lines = {iid: [] for iid, v in ims.items() if v[1] > 0}
+    n_crowd = 0
+    for k, a in enumerate(annotations):
+        aid = a.get("id", f"#{k}") if isinstance(a, dict) else f"#{k}"
+        try:
+            if not isinstance(a, dict):
+                raise _Skip("not an object")
+            iid, cid = _key(a.get("image_id")), _key(a.get("category_id"))
+            if iid not in ims:
+                raise _Skip("unknown image id")
+            _, w, h, _ = ims[iid]
+            if w <= 0:
+                raise _Skip("image without width/height")
+            if cid not in cat_index:
+                raise _Skip("unknown category id")
+            if a.get("iscrowd", 0) and not include_crowd:
+                n_crowd += 1
+                raise _Skip("crowd")
+            poly, clipped, dropped = _to_polygon(a.get("segmentation"), h, w)
+        except _Skip as e:
+            res.skipped[str(e)] += 1
+            if str(e) != "crowd":  # crowd skips are expected; one warning below says how many
+                warn(f"annotation {aid}: {e}, skipped")
+            continue
+        if clipped:
+            res.n_clipped += 1
+            warn(f"annotation {aid}: coordinates outside the image, clipped")
+        if dropped:
+            warn(f"annotation {aid}: a part was dropped ({dropped})")
+        lines[iid].append(_line(cat_index[cid], poly))
+    if n_crowd:
+        warn(f"{n_crowd} crowd annotation(s) skipped (include_crowd=True / --include-crowd converts them)")
+    return lines
+
+
 def coco_to_yolo(json_file, out_dir, split: str | None = None, *, classes: str = "sorted",
                  include_crowd: bool = False, images: str | None = None, images_dir=None,
                  overwrite: bool = False, write_yaml: bool = True, verbose: bool = True) -> ConvertResult:
@@ -346,59 +405,9 @@ def coco_to_yolo(json_file, out_dir, split: str | None = None, *, classes: str =
     def warn(msg):
         res.warnings.append(f"{where}: {msg}")
 
-    # images: id -> (label path, width, height, file name); unusable ones are listed and counted
-    ims, seen_labels = {}, set()
-    for k, im in enumerate(data["images"]):
-        iid = _key(im.get("id")) if isinstance(im, dict) else None
-        label = _label_name(im.get("file_name")) if isinstance(im, dict) else None
-        tag = f"image {iid}" if iid is not None else f"image entry #{k}"
-        why = ("no id" if iid is None else "duplicate image id" if iid in ims else
-               "unusable file_name" if label is None else "two images share a label file" if label in seen_labels
-               else None)
-        if why:
-            warn(f"{tag}: {why}, skipped")
-            res.n_images_skipped += 1
-            continue
-        w, h = im.get("width"), im.get("height")
-        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in (w, h))
-        if not ok:
-            warn(f"{tag} ({im['file_name']}): no valid width/height, its annotations are skipped")
-            res.n_images_skipped += 1
-        seen_labels.add(label)
-        ims[iid] = (label, int(w) if ok else 0, int(h) if ok else 0, im["file_name"])
-
-    lines = {iid: [] for iid, v in ims.items() if v[1] > 0}
-    n_crowd = 0
-    for k, a in enumerate(data["annotations"]):
-        aid = a.get("id", f"#{k}") if isinstance(a, dict) else f"#{k}"
-        try:
-            if not isinstance(a, dict):
-                raise _Skip("not an object")
-            iid, cid = _key(a.get("image_id")), _key(a.get("category_id"))
-            if iid not in ims:
-                raise _Skip("unknown image id")
-            _, w, h, _ = ims[iid]
-            if w <= 0:
-                raise _Skip("image without width/height")
-            if cid not in cat_index:
-                raise _Skip("unknown category id")
-            if a.get("iscrowd", 0) and not include_crowd:
-                n_crowd += 1
-                raise _Skip("crowd")
-            poly, clipped, dropped = _to_polygon(a.get("segmentation"), h, w)
-        except _Skip as e:
-            res.skipped[str(e)] += 1
-            if str(e) != "crowd":  # crowd skips are expected; one line in the summary says how many
-                warn(f"annotation {aid}: {e}, skipped")
-            continue
-        if clipped:
-            res.n_clipped += 1
-            warn(f"annotation {aid}: coordinates outside the image, clipped")
-        if dropped:
-            warn(f"annotation {aid}: a part was dropped ({dropped})")
-        lines[iid].append(_line(cat_index[cid], poly))
-    if n_crowd:
-        warn(f"{n_crowd} crowd annotations skipped (include_crowd=True / --include-crowd converts them)")
+    ims = _index_images(data["images"], res, warn)
+    lines = _convert_annotations(data["annotations"], ims, cat_index, include_crowd, res, warn)
+    yaml_path, yaml_text = _data_yaml(out_dir, split, names, overwrite, res.notes) if write_yaml else (None, b"")
 
     labels_dir.mkdir(parents=True, exist_ok=True)
     written = set()
@@ -426,8 +435,8 @@ def coco_to_yolo(json_file, out_dir, split: str | None = None, *, classes: str =
                 continue
             _place_image(src, dst_dir / file_name, images)
             res.n_images_placed += 1
-    if write_yaml:
-        res.yaml_file = str(_write_data_yaml(out_dir, split, names, overwrite, res.notes))
+    if yaml_path is not None:
+        res.yaml_file = str(atomic_write_bytes(yaml_path, yaml_text))
     if verbose:
         for msg in res.warnings[:MAX_PRINTED]:
             print(f"WARNING {msg}", file=sys.stderr)
