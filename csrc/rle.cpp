@@ -48,6 +48,39 @@ void encode_strided(const uint8_t* mask, uint64_t h, uint64_t w, int64_t stride_
   out.push_back(run);
 }
 
+void encode_window(const uint8_t* win, uint64_t wh, uint64_t ww, int64_t stride_y, uint64_t y0, uint64_t x0,
+                   uint64_t h, uint64_t w, Counts& out) {
+  out.clear();
+  uint8_t prev = 0;
+  uint64_t run = 0;
+  auto add = [&](uint8_t v, uint64_t count) {  // `count` pixels of value v
+    if (count == 0) return;
+    if (v != prev) {
+      out.push_back(static_cast<uint32_t>(run));
+      run = 0;
+      prev = v;
+    }
+    run += count;
+  };
+  add(0, x0 * h);  // columns left of the window
+  for (uint64_t x = 0; x < ww; ++x) {
+    add(0, y0);  // rows above the window
+    const uint8_t* col = win + x;
+    for (uint64_t y = 0; y < wh; ++y) {
+      const uint8_t v = col[static_cast<int64_t>(y) * stride_y] != 0;
+      if (v != prev) {
+        out.push_back(static_cast<uint32_t>(run));
+        run = 0;
+        prev = v;
+      }
+      ++run;
+    }
+    add(0, h - y0 - wh);  // rows below
+  }
+  add(0, (w - x0 - ww) * h);  // columns right of the window
+  out.push_back(static_cast<uint32_t>(run));
+}
+
 void encode_colmajor(const uint8_t* mask, uint64_t h, uint64_t w, Counts& out) {
   encode_strided(mask, h, w, 1, static_cast<int64_t>(h), out);
 }
@@ -555,6 +588,54 @@ py::array_t<double> iou_boxes(py::array_t<double, py::array::c_style | py::array
   return out;
 }
 
+py::list encode_windows(py::array_t<uint8_t, py::array::c_style | py::array::forcecast> crops,
+                        py::array_t<int64_t, py::array::c_style | py::array::forcecast> regions,
+                        py::array_t<int64_t, py::array::c_style | py::array::forcecast> offsets, uint64_t h,
+                        uint64_t w) {
+  if (crops.ndim() != 1) throw py::value_error("crops must be one-dimensional (packed row-major blocks)");
+  if (regions.ndim() != 2 || regions.shape(1) != 4) throw py::value_error("regions must have shape (N, 4)");
+  const auto n = regions.shape(0);
+  if (offsets.ndim() != 1 || offsets.shape(0) != n) throw py::value_error("offsets must have shape (N,) to match regions");
+  const int64_t* r = regions.data();
+  const int64_t* o = offsets.data();
+  const auto size = static_cast<int64_t>(crops.shape(0));
+  for (py::ssize_t i = 0; i < n; ++i) {
+    const int64_t* g = r + 4 * i;
+    const bool empty = g[2] <= g[0] || g[3] <= g[1];
+    if (!empty && (g[0] < 0 || g[1] < 0 || g[2] > static_cast<int64_t>(w) || g[3] > static_cast<int64_t>(h) ||
+                   o[i] < 0 || o[i] + (g[2] - g[0]) * (g[3] - g[1]) > size))
+      throw py::value_error("region " + std::to_string(i) + " lies outside the mask or the crops buffer");
+  }
+  std::vector<std::string> strs(static_cast<size_t>(n));
+  {
+    py::gil_scoped_release nogil;
+    R::Counts cnts;
+    const uint8_t* base = crops.data();
+    for (py::ssize_t i = 0; i < n; ++i) {
+      const int64_t* g = r + 4 * i;
+      if (g[2] <= g[0] || g[3] <= g[1]) {
+        R::encode_window(base, 0, 0, 1, 0, 0, h, w, cnts);
+      } else {
+        const auto ww = static_cast<uint64_t>(g[2] - g[0]), wh = static_cast<uint64_t>(g[3] - g[1]);
+        R::encode_window(base + o[i], wh, ww, static_cast<int64_t>(ww), static_cast<uint64_t>(g[1]),
+                         static_cast<uint64_t>(g[0]), h, w, cnts);
+      }
+      R::to_string(cnts.data(), cnts.size(), strs[i]);
+    }
+  }
+  py::list out;
+  for (auto& s : strs) {
+    py::dict d;
+    py::list sz;
+    sz.append(h);
+    sz.append(w);
+    d["size"] = sz;
+    d["counts"] = py::str(s);
+    out.append(d);
+  }
+  return out;
+}
+
 py::list counts_of(py::handle objs) {
   py::list out;
   for (auto& r : rles_from_py(objs)) {
@@ -567,6 +648,10 @@ py::list counts_of(py::handle objs) {
 
 void init_rle(py::module_& m) {
   m.def("rle_encode", &encode_masks, "(N,H,W) uint8 masks -> list of compressed RLE dicts");
+  m.def("rle_encode_windows", &encode_windows, py::arg("crops"), py::arg("regions"), py::arg("offsets"), py::arg("h"),
+        py::arg("w"),
+        "masks zero outside their regions (N,4) [x0,y0,x1,y1), region i stored row-major at crops[offsets[i]:] "
+        "-> list of compressed RLE dicts of size (h, w); reads only the regions");
   m.def("rle_decode", &decode_masks, "list of RLE dicts (one size) -> (N,H,W) uint8");
   m.def("rle_area", &area_of, "list of RLE dicts -> int64 pixel counts");
   m.def("rle_to_bbox", &bbox_of, "list of RLE dicts -> (N,4) float64 [x,y,w,h]");

@@ -27,6 +27,10 @@ void encode_colmajor(const uint8_t* mask, uint64_t h, uint64_t w, Counts& out);
 // Encode one mask stored row-major (h, w) with arbitrary strides (in bytes) into column-major runs.
 void encode_strided(const uint8_t* mask, uint64_t h, uint64_t w, int64_t stride_y,
                     int64_t stride_x, Counts& out);
+// Encode an h x w mask that is zero outside the window [x0, x0 + ww) x [y0, y0 + wh), whose pixels are
+// given row-major at `win` (rows stride_y bytes apart). Reads only the window.
+void encode_window(const uint8_t* win, uint64_t wh, uint64_t ww, int64_t stride_y, uint64_t y0, uint64_t x0,
+                   uint64_t h, uint64_t w, Counts& out);
 // Write the mask into `out` (h*w bytes, column-major). Returns false when the counts overrun h*w;
 // pixels past the last count are left 0.
 bool decode_colmajor(const View& r, uint8_t* out);

@@ -166,3 +166,33 @@ def test_against_pycocotools_polygons_merge_iou():
         bd = rng.random((4, 4)) * 30
         bg = rng.random((3, 4)) * 30
         assert np.array_equal(rle.iou(bd, bg, [0, 1, 0]), mask_api.iou(bd, bg, [0, 1, 0]))
+
+
+def test_encode_windows_equals_encode_of_the_full_masks():
+    from yoloseg.metrics import rle
+
+    rng = np.random.default_rng(4)
+    for _ in range(200):
+        h, w = (int(v) for v in rng.integers(1, 40, 2))
+        n = int(rng.integers(1, 6))
+        masks = np.zeros((n, h, w), np.uint8)
+        windows, regions = [], []
+        for i in range(n):
+            x0, x1 = sorted(int(v) for v in rng.integers(0, w + 1, 2))
+            y0, y1 = sorted(int(v) for v in rng.integers(0, h + 1, 2))
+            win = rng.random((y1 - y0, x1 - x0)) < rng.uniform(0, 1)
+            masks[i, y0:y1, x0:x1] = win
+            windows.append(win)
+            regions.append((x0, y0, x1, y1))
+        assert rle.encode_windows(windows, regions, h, w) == rle.encode(masks)
+
+
+def test_encode_windows_rejects_mismatched_input():
+    from yoloseg.metrics import rle
+
+    with pytest.raises(ValueError, match="does not match region"):
+        rle.encode_windows([np.ones((2, 3), bool)], [(0, 0, 2, 2)], 5, 5)
+    with pytest.raises(ValueError, match="lies outside"):
+        rle.encode_windows([np.ones((2, 2), bool)], [(4, 4, 6, 6)], 5, 5)
+    with pytest.raises(ValueError, match="2 regions"):
+        rle.encode_windows([np.ones((2, 2), bool)], [(0, 0, 2, 2), (0, 0, 1, 1)], 5, 5)

@@ -137,7 +137,12 @@ def test_bad_labels_never_crash(tmp_path):
     assert m.box.map == ONE
 
 
-def test_masks_to_original_matches_interpolate_oracle():
+@pytest.mark.parametrize("compiled", [True, False], ids=["kernel", "numpy"])
+def test_masks_to_original_matches_interpolate_oracle(compiled, monkeypatch):
+    import yoloseg.engine.validator as validator_module
+
+    if not compiled:
+        monkeypatch.setattr(validator_module, "_compiled_crops", lambda *t: False)
     torch.manual_seed(0)
     protos = torch.randn(32, 28, 40)
     coeffs = torch.randn(20, 32) * 0.4
@@ -147,6 +152,7 @@ def test_masks_to_original_matches_interpolate_oracle():
     wh = torch.rand(20, 2) * 120
     boxes = torch.cat([xy, (xy + wh).clamp(max=torch.tensor([w0, h0]))], 1)
     boxes[0] = torch.tensor([0.0, 0.0, w0, h0])
+    boxes[1] = torch.tensor([30.0, 20.0, 30.0, 90.0])  # zero width: an empty mask
     rles = masks_to_original(protos, coeffs, boxes, (H, W), ((gain, gain), (left, top)), (h0, w0))
     from yoloseg.metrics import rle
 
@@ -161,7 +167,7 @@ def test_masks_to_original_matches_interpolate_oracle():
     want = (up > 0) & keep
     near_zero = up.abs() < 1e-4  # float32 summation order may flip these
     assert ((got != want) & ~near_zero).sum() == 0
-    assert want.sum() > 1000
+    assert want.sum() > 1000 and not got[1].any() and rles[1]["size"] == [h0, w0]
 
 
 def test_image_ids():

@@ -34,13 +34,13 @@ import torch
 
 from yoloseg.engine.predictor import class_filter
 from yoloseg.metrics.confusion import ConfusionMatrix
-from yoloseg.metrics.segment import SegmentEvaluator, encode_masks
+from yoloseg.metrics import rle
+from yoloseg.metrics.segment import SegmentEvaluator
 
 __all__ = ["Validator", "masks_to_original", "assign_image_ids"]
 
 LOGGER = logging.getLogger("yoloseg")
 N_PLOT_BATCHES = 3
-MASK_CHUNK_BYTES = 1 << 23  # mask bytes encoded at once (8 MB)
 
 
 def _get(cfg, key, default=None):
@@ -85,6 +85,12 @@ def _axis_map(n_proto: int, n_input: int, start: int, n_content: int, n_orig: in
     return (_resize_matrix(n_content, n_orig) @ up).astype(np.float32)
 
 
+def _compiled_crops(*tensors) -> bool:
+    from yoloseg.ops.mask_crops import available
+
+    return available(*tensors) and all(torch.isfinite(t).all() for t in tensors)
+
+
 def masks_to_original(protos, coeffs, boxes_orig, input_hw, ratio_pad, orig_hw) -> list:
     """RLEs of the detections' masks at the original image size.
 
@@ -94,7 +100,8 @@ def masks_to_original(protos, coeffs, boxes_orig, input_hw, ratio_pad, orig_hw) 
     image region is cut out and resized bilinearly to ``orig_hw``, thresholded (> 0) and cropped to the
     box (column x kept when x1 <= x < x2, rows alike). Both resizes are separable linear maps, so they
     are composed once per image into one (h0, h) and one (w0, w) matrix, and each detection's logits are
-    computed only inside its box.
+    computed only inside its box. On the CPU the compiled mask kernel runs the same chain (float32) into
+    packed box crops, which are encoded without ever building a full-size mask.
     """
     n = len(coeffs)
     if n == 0:
@@ -106,6 +113,16 @@ def masks_to_original(protos, coeffs, boxes_orig, input_hw, ratio_pad, orig_hw) 
     nh = min(max(int(round(h0 * float(gy))), 1), H - top)
     nw = min(max(int(round(w0 * float(gx))), 1), W - left)
     nm, ph, pw = protos.shape
+    if (H, W) == (4 * ph, 4 * pw) and _compiled_crops(protos, coeffs, boxes_orig):
+        # The mask kernel's resampling plan "upsample by 4 (to the input), cut the letterboxed region,
+        # resize to the original" is this very chain, in float32; masks stay packed box crops.
+        from yoloseg.ops._compiled import C, num_threads
+
+        p = protos.detach().float().contiguous().cpu().numpy()
+        c = coeffs.detach().float().contiguous().cpu().numpy()
+        b = boxes_orig.detach().float().contiguous().cpu().numpy()
+        crops, regions, offsets, _ = C.decode_mask_crops(p, c, b, h0, w0, 4, top, left, nh, nw, num_threads())
+        return C.rle_encode_windows(crops, regions, offsets, h0, w0)
     ay = _axis_map(ph, H, top, nh, h0)  # (h0, ph)
     ax = _axis_map(pw, W, left, nw, w0)  # (w0, pw)
     # proto rows/cols that each output row/col reads (contiguous, non-decreasing)
@@ -118,27 +135,23 @@ def masks_to_original(protos, coeffs, boxes_orig, input_hw, ratio_pad, orig_hw) 
     r1 = np.clip(np.ceil(b[:, 3]), 0, h0).astype(int)
     c0 = np.clip(np.ceil(b[:, 0]), 0, w0).astype(int)
     c1 = np.clip(np.ceil(b[:, 2]), 0, w0).astype(int)
-    chunk = int(min(n, max(1, MASK_CHUNK_BYTES // (h0 * w0))))
-    canvas = np.zeros((chunk, h0, w0), np.uint8)  # reused: only the written windows are cleared again
-    out = []
-    for s in range(0, n, chunk):
-        e = min(s + chunk, n)
-        for k in range(s, e):
-            if r1[k] <= r0[k] or c1[k] <= c0[k]:
-                continue
-            py0, py1 = y_lo[r0[k]], y_hi[r1[k] - 1]
-            px0, px1 = x_lo[c0[k]], x_hi[c1[k] - 1]
-            a, lg, bx = ay[r0[k] : r1[k], py0:py1], logits[k, py0:py1, px0:px1], ax[c0[k] : c1[k], px0:px1]
-            hb, wb, pr, pc = a.shape[0], bx.shape[0], lg.shape[0], lg.shape[1]
-            if hb * pc * (pr + wb) <= wb * pr * (pc + hb):  # cheaper multiplication order
-                win = (a @ lg) @ bx.T
-            else:
-                win = a @ (lg @ bx.T)
-            canvas[k - s, r0[k] : r1[k], c0[k] : c1[k]] = win > 0
-        out.extend(encode_masks(canvas[: e - s]))
-        for k in range(s, e):
-            canvas[k - s, r0[k] : r1[k], c0[k] : c1[k]] = 0
-    return out
+    windows, regions = [], np.zeros((n, 4), np.int64)
+    for k in range(n):
+        if r1[k] <= r0[k] or c1[k] <= c0[k]:
+            windows.append(None)
+            continue
+        py0, py1 = y_lo[r0[k]], y_hi[r1[k] - 1]
+        px0, px1 = x_lo[c0[k]], x_hi[c1[k] - 1]
+        a, lg, bx = ay[r0[k] : r1[k], py0:py1], logits[k, py0:py1, px0:px1], ax[c0[k] : c1[k], px0:px1]
+        hb, wb, pr, pc = a.shape[0], bx.shape[0], lg.shape[0], lg.shape[1]
+        if hb * pc * (pr + wb) <= wb * pr * (pc + hb):  # cheaper multiplication order
+            win = (a @ lg) @ bx.T
+        else:
+            win = a @ (lg @ bx.T)
+        windows.append(win > 0)
+        regions[k] = (c0[k], r0[k], c1[k], r1[k])
+    # only the box windows are encoded: a mask is zero outside its box
+    return rle.encode_windows(windows, regions, h0, w0)
 
 
 class Validator:

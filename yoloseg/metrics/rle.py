@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["encode", "decode", "area", "to_bbox", "merge", "from_polygons", "from_boxes", "iou", "counts"]
+__all__ = [
+    "encode", "encode_windows", "decode", "area", "to_bbox", "merge", "from_polygons", "from_boxes", "iou", "counts",
+]
 
 
 def _C():
@@ -43,6 +45,30 @@ def encode(mask) -> list[dict]:
     if m.dtype != np.uint8:
         m = m != 0
     return _C().rle_encode(m.view(np.uint8))
+
+
+def encode_windows(windows, regions, h: int, w: int) -> list[dict]:
+    """RLEs of (h, w) masks that are zero outside their regions, reading only the regions.
+
+    windows: one 2-D bool/uint8 array per mask, the pixels of its region; regions: (N, 4) int
+    [x0, y0, x1, y1) in mask pixels (an empty region gives an empty mask; its window is ignored).
+    Equal to ``encode`` of the full masks.
+    """
+    regions = np.asarray(regions, dtype=np.int64).reshape(-1, 4)
+    if len(windows) != len(regions):
+        raise ValueError(f"windows: got {len(windows)} windows for {len(regions)} regions")
+    parts, offsets, total = [], np.zeros(len(regions), np.int64), 0
+    for i, (win, (x0, y0, x1, y1)) in enumerate(zip(windows, regions.tolist())):
+        offsets[i] = total
+        if x1 <= x0 or y1 <= y0:
+            continue
+        win = np.asarray(win)
+        if win.shape != (y1 - y0, x1 - x0):
+            raise ValueError(f"windows[{i}]: shape {win.shape} does not match region {(x0, y0, x1, y1)}")
+        parts.append((win != 0).view(np.uint8).ravel() if win.dtype != np.uint8 else win.ravel())
+        total += win.size
+    crops = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
+    return _C().rle_encode_windows(crops, regions, offsets, int(h), int(w))
 
 
 def decode(rles) -> np.ndarray:
