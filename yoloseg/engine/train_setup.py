@@ -152,6 +152,9 @@ def build_loader(tr, split: str):
     if not tr.data.get(key):
         raise ValueError(f"data: the data set has no '{key}' split")
     bs = tr.batch_size if train else tr.batch_size * 2
+    if train and getattr(a, "rect", False):
+        tr.log("WARNING: rect=True applies to validation only: training batches are square (mosaic/letterbox "
+               "to imgsz) and shuffled")
     cfg = SimpleNamespace(**{**vars(a), "imgsz": tr.imgsz, "batch": bs})
     dataset = build_dataset(tr.data, key, cfg, augment=train, batch=bs, stride=tr.stride)
     sampler = tr.make_sampler(dataset, shuffle=True) if train else None
