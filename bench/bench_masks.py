@@ -4,6 +4,7 @@
 side at random places:
 - process_mask: 160x160 protos -> 640x640 network input;
 - process_mask_native: protos of a 640x640 letterbox of a 1080x810 (h x w) photo -> 1080x810;
+- val masks: 300 masks decoded at a 480x640 original and RLE-encoded, kernel crops vs the numpy path;
 - masks_to_polygons: the 300 masks of the 640x640 case and the 300 real masks of the trained
   synth3 fixture ("largest" and "all"), with and without the `boxes` hint, and traced from the packed
   crops of `decode_mask_crops` (what predict runs).
@@ -94,3 +95,18 @@ def test_masks_to_polygons(benchmark, threads, name, strategy, source):
     else:
         fn = impl(name).masks_to_polygons
         benchmark.pedantic(fn, (masks, strategy), rounds=rounds(name), warmup_rounds=1)
+
+
+@pytest.mark.parametrize("path", ["kernel-crops", "numpy-dense"])
+def test_val_masks_to_original_rle(benchmark, threads, path, monkeypatch):
+    """What val does per image: 300 masks of a 480x640 photo (letterboxed to 480x640 input) decoded at the
+    original size and RLE-encoded. kernel-crops: the mask kernel into box crops, encoded from the crops;
+    numpy-dense: the composed resize matrices in numpy and full-size masks encoded (the portable path)."""
+    import yoloseg.engine.validator as validator_module
+
+    benchmark.group = f"val masks_to_original 300 -> 480x640 RLE threads={threads}"
+    if path == "numpy-dense":
+        monkeypatch.setattr(validator_module, "_compiled_crops", lambda *t: False)
+    protos, coeffs, boxes = detections(N, (120, 160), (480, 640))
+    args = (protos, coeffs, boxes, (480, 640), ((1.0, 1.0), (0, 0)), (480, 640))
+    benchmark.pedantic(validator_module.masks_to_original, args, rounds=10, warmup_rounds=1)

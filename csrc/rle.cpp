@@ -591,7 +591,7 @@ py::array_t<double> iou_boxes(py::array_t<double, py::array::c_style | py::array
 py::list encode_windows(py::array_t<uint8_t, py::array::c_style | py::array::forcecast> crops,
                         py::array_t<int64_t, py::array::c_style | py::array::forcecast> regions,
                         py::array_t<int64_t, py::array::c_style | py::array::forcecast> offsets, uint64_t h,
-                        uint64_t w) {
+                        uint64_t w, int nthreads) {
   if (crops.ndim() != 1) throw py::value_error("crops must be one-dimensional (packed row-major blocks)");
   if (regions.ndim() != 2 || regions.shape(1) != 4) throw py::value_error("regions must have shape (N, 4)");
   const auto n = regions.shape(0);
@@ -609,9 +609,14 @@ py::list encode_windows(py::array_t<uint8_t, py::array::c_style | py::array::for
   std::vector<std::string> strs(static_cast<size_t>(n));
   {
     py::gil_scoped_release nogil;
-    R::Counts cnts;
     const uint8_t* base = crops.data();
+    const bool parallel = nthreads > 1 && n > 1 && size >= (int64_t{1} << 16);
+    (void)parallel;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(dynamic, 4) if (parallel)
+#endif
     for (py::ssize_t i = 0; i < n; ++i) {
+      R::Counts cnts;
       const int64_t* g = r + 4 * i;
       if (g[2] <= g[0] || g[3] <= g[1]) {
         R::encode_window(base, 0, 0, 1, 0, 0, h, w, cnts);
@@ -649,7 +654,7 @@ py::list counts_of(py::handle objs) {
 void init_rle(py::module_& m) {
   m.def("rle_encode", &encode_masks, "(N,H,W) uint8 masks -> list of compressed RLE dicts");
   m.def("rle_encode_windows", &encode_windows, py::arg("crops"), py::arg("regions"), py::arg("offsets"), py::arg("h"),
-        py::arg("w"),
+        py::arg("w"), py::arg("nthreads") = 1,
         "masks zero outside their regions (N,4) [x0,y0,x1,y1), region i stored row-major at crops[offsets[i]:] "
         "-> list of compressed RLE dicts of size (h, w); reads only the regions");
   m.def("rle_decode", &decode_masks, "list of RLE dicts (one size) -> (N,H,W) uint8");

@@ -196,3 +196,28 @@ def test_encode_windows_rejects_mismatched_input():
         rle.encode_windows([np.ones((2, 2), bool)], [(4, 4, 6, 6)], 5, 5)
     with pytest.raises(ValueError, match="2 regions"):
         rle.encode_windows([np.ones((2, 2), bool)], [(0, 0, 2, 2), (0, 0, 1, 1)], 5, 5)
+
+
+def test_encode_windows_on_two_threads_equals_encode():
+    import torch
+
+    from yoloseg.metrics import rle
+
+    rng = np.random.default_rng(9)
+    n, h, w = 40, 300, 400
+    masks = np.zeros((n, h, w), np.uint8)
+    windows, regions = [], []
+    for i in range(n):
+        x0, y0 = int(rng.integers(0, 200)), int(rng.integers(0, 150))
+        x1, y1 = x0 + int(rng.integers(1, 200)), y0 + int(rng.integers(1, 150))
+        win = rng.random((y1 - y0, x1 - x0)) < 0.3
+        masks[i, y0:y1, x0:x1] = win
+        windows.append(win)
+        regions.append((x0, y0, x1, y1))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        got = rle.encode_windows(windows, regions, h, w)
+    finally:
+        torch.set_num_threads(before)
+    assert got == rle.encode(masks)

@@ -68,7 +68,9 @@ def encode_windows(windows, regions, h: int, w: int) -> list[dict]:
         parts.append((win != 0).view(np.uint8).ravel() if win.dtype != np.uint8 else win.ravel())
         total += win.size
     crops = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
-    return _C().rle_encode_windows(crops, regions, offsets, int(h), int(w))
+    from yoloseg.ops._compiled import num_threads
+
+    return _C().rle_encode_windows(crops, regions, offsets, int(h), int(w), num_threads())
 
 
 def decode(rles) -> np.ndarray:
