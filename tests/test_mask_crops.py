@@ -102,6 +102,7 @@ def test_segment_postprocess_crops_equal_the_dense_path(retina):
     for p, q in zip(r_lazy.masks.xy, r_dense.masks.xy):
         np.testing.assert_array_equal(p, q)
     np.testing.assert_array_equal(r_lazy.plot(), r_dense.plot())
+    assert r_lazy.masks._dense is None  # drawn from the crops, no dense block built
     assert r_lazy.to_json() == r_dense.to_json()
 
 

@@ -338,7 +338,9 @@ class Results:
         if len(self) == 0:
             return np.ascontiguousarray(base).copy()
         b = self.boxes.cpu()
-        m = None if self.masks is None else self.masks.cpu().data
+        m = None
+        if self.masks is not None:  # packed crops are drawn as they are, without a dense block
+            m = self.masks._crops if self.masks._crops is not None else self.masks.cpu().data
         return plot_instances(
             base, b.xyxy, b.cls, b.conf, m, self.names, show_conf=conf, show_labels=labels, show_boxes=boxes,
             show_masks=masks, line_width=line_width, alpha=alpha,

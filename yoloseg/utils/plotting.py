@@ -49,6 +49,34 @@ def _text_color(bg) -> tuple[int, int, int]:
     return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 150 else (255, 255, 255)
 
 
+def _mask_blocks(masks, top: int, left: int, nh: int, nw: int):
+    """(i, y0, y1, x0, x1, block) for each non-empty mask, in the unpadded frame [0, nh) x [0, nw):
+    the bool block covers the set pixels' window. ``masks`` is (n, mh, mw) or packed crops
+    (``yoloseg.ops.mask_crops.MaskCrops``: only their regions are read)."""
+    if hasattr(masks, "crops") and hasattr(masks, "regions"):
+        for i, ((rx0, ry0, rx1, ry1), o, (wx0, wy0, wx1, wy1)) in enumerate(
+            zip(masks.regions.tolist(), masks.offsets.tolist(), masks.windows.tolist())
+        ):
+            # the set-pixel window, cut to the unpadded frame
+            x0, y0 = max(wx0, left), max(wy0, top)
+            x1, y1 = min(wx1, left + nw), min(wy1, top + nh)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            rw = rx1 - rx0
+            block = masks.crops[o : o + rw * (ry1 - ry0)].reshape(ry1 - ry0, rw)
+            block = block[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0].astype(bool)
+            yield i, y0 - top, y1 - top, x0 - left, x1 - left, block
+        return
+    masks = masks[:, top : top + nh, left : left + nw].astype(bool, copy=False)
+    for i in range(len(masks)):
+        m = masks[i]
+        rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+        if rows.size == 0:
+            continue
+        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        yield i, y0, y1, x0, x1, m[y0:y1, x0:x1]
+
+
 def overlay_masks(img: np.ndarray, masks, mask_colors, alpha: float = 0.5) -> np.ndarray:
     """Blend binary ``masks`` (n, mh, mw) over ``img`` (h, w, 3) in place and return it.
 
@@ -56,27 +84,25 @@ def overlay_masks(img: np.ndarray, masks, mask_colors, alpha: float = 0.5) -> np
     first one (the most confident detection) ends on top. Masks at a different resolution than
     the image are taken to be in letterbox coordinates (the model input): the padding is
     removed and the blend is resized to the image once, whatever the number of masks.
+    ``masks`` may also be packed crops (``yoloseg.ops.mask_crops.MaskCrops``): then only each
+    mask's set-pixel window is read, and no (n, mh, mw) block is built.
     """
     from yoloseg.data.letterbox import unpad_region
 
-    masks = _np(masks)
-    if masks.ndim != 3 or len(masks) == 0:
+    if not (hasattr(masks, "crops") and hasattr(masks, "regions")):
+        masks = _np(masks)
+        if masks.ndim != 3:
+            return img
+    if len(masks) == 0:
         return img
     if len(mask_colors) != len(masks):
         raise ValueError(f"got {len(mask_colors)} colours for {len(masks)} masks")
     h, w = img.shape[:2]
     mh, mw = masks.shape[1:]
     _, _, top, left, nh, nw = unpad_region((mh, mw), (h, w))
-    masks = masks[:, top : top + nh, left : left + nw].astype(bool, copy=False)
     paint = np.zeros((nh, nw, 3), np.float32)  # accumulated colour contribution
     keep = np.ones((nh, nw), np.float32)  # fraction of the original image left visible
-    for i in range(len(masks) - 1, -1, -1):
-        m = masks[i]
-        rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
-        if rows.size == 0:
-            continue
-        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        mm = m[y0:y1, x0:x1]
+    for i, y0, y1, x0, x1, mm in reversed(list(_mask_blocks(masks, top, left, nh, nw))):
         a = mm.astype(np.float32) * alpha
         p = paint[y0:y1, x0:x1]
         p *= (1.0 - a)[..., None]
