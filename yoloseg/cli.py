@@ -72,7 +72,7 @@ def _clean_errors():
 
 
 # ---------------------------------------------------------------------------------------------- help
-def _settings_help(formatter: click.HelpFormatter, mode: str) -> None:
+def _settings_help(formatter: click.HelpFormatter, mode: str, task=None) -> None:
     from yoloseg.cfg.schema import MODE_DEFAULTS, MODE_SECTIONS, SCHEMA, SECTIONS
 
     first = MODE_SECTIONS.get(mode, ())
@@ -89,6 +89,13 @@ def _settings_help(formatter: click.HelpFormatter, mode: str) -> None:
         title = SECTIONS[section] + ("" if section in first else " (not used by this mode)")
         with formatter.section(title):
             formatter.write_dl(rows, col_max=28)
+    if task is not None and task.settings:
+        rows = []
+        for s in task.settings:
+            shown = "" if s.default is None else (str(s.default).lower() if isinstance(s.default, bool) else str(s.default))
+            rows.append((f"{s.key}={shown}", f"{s.help} [{s.describe()}]"))
+        with formatter.section(f"Settings of the {task.name} task"):
+            formatter.write_dl(rows, col_max=28)
 
 
 class _ModeCommand(click.Command):
@@ -102,7 +109,14 @@ class _ModeCommand(click.Command):
         formatter.write_paragraph()
         formatter.write_text("Settings are given as key=value (lists as imgsz=[480,640] or imgsz=480,640; "
                              "empty as key= or key=none). Defaults shown for this mode:")
-        _settings_help(formatter, self.mode)
+        task = None
+        task_word = ctx.find_root().meta.get(_TASK_META)
+        if task_word is not None:
+            from yoloseg.tasks import get_task
+
+            with contextlib.suppress(Exception):
+                task = get_task(task_word)
+        _settings_help(formatter, self.mode, task)
 
 
 class _TaskGroup(click.Group):
@@ -148,10 +162,10 @@ def cli():
 
 
 # ---------------------------------------------------------------------------------------------- modes
-def _overrides(ctx: click.Context, words, mode: str) -> dict:
+def _overrides(ctx: click.Context, words, mode: str, unknown: dict | None = None) -> dict:
     from yoloseg.cfg import CfgError, parse_cli_args
 
-    over = parse_cli_args(words)
+    over = parse_cli_args(words, unknown)
     if "mode" in over and str(over["mode"]).strip().lower() != mode:
         raise CfgError(f"mode={over['mode']} conflicts with the command '{mode}'; drop mode=")
     over.pop("mode", None)
@@ -169,16 +183,38 @@ def _prepare(ctx, words, mode):
     Returns (validated cfg, task name or None when the user named none, the user-given keys with their
     validated values). Without a task word or task=, the model decides (checkpoint metadata, config name).
     """
-    from yoloseg.cfg import get_cfg
+    from yoloseg.cfg import check_key, get_cfg
     from yoloseg.tasks import get_task
 
-    over = _overrides(ctx, words, mode)
+    unknown: dict = {}  # keys that are not yoloseg settings: a task's own, checked once the task is known
+    over = _overrides(ctx, words, mode, unknown)
     cfg = get_cfg({**over, "mode": mode})
     task = get_task(cfg.task) if "task" in over else None
+    if unknown:
+        if task is not None:  # named task: its settings are checked now, before any work
+            cfg = get_cfg({**over, **unknown, "mode": mode}, extra=task.settings)
+        elif not any(t.settings for t in _loaded_tasks()):
+            for k in unknown:
+                check_key(k)  # no task declares settings: the usual unknown-key error
     if task is not None and "model" not in over and task.default_model:
         cfg.model = task.default_model
     given = {k: getattr(cfg, k) for k in over if k not in ("model", "task")}
+    given.update({k: getattr(cfg, k, v) for k, v in unknown.items()})  # else checked by the model's task
     return cfg, (task.name if task else None), given
+
+
+def _loaded_tasks() -> list:
+    """Every installed task (plugins load here: only when a word is not a yoloseg setting)."""
+    from yoloseg.tasks import get_task
+    from yoloseg.tasks.registry import task_names
+
+    out = []
+    for name in task_names():
+        try:
+            out.append(get_task(name))
+        except Exception:  # a broken plugin is reported by the registry; it declares nothing here
+            continue
+    return out
 
 
 def _run(ctx: click.Context, mode: str, words) -> None:

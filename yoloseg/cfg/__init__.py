@@ -4,6 +4,10 @@
 default.yaml < per-mode defaults < `defaults` < a `cfg=` YAML file < `overrides`, coerces command-line
 strings to each key's declared type, checks ranges and choices, and returns a `types.SimpleNamespace`.
 An unknown key is an error that names the closest valid key.
+
+A task may declare settings of its own (`Task.settings`, :func:`task_setting`): pass them as ``extra`` to
+`get_cfg` / `check_key` / `coerce_value` and they are merged, defaulted and checked exactly like the
+built-in ones.
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ from types import SimpleNamespace
 
 from yoloseg.cfg.schema import MODE_DEFAULTS, SCHEMA, Setting, range_text
 
-__all__ = ["CfgError", "DEFAULT_CFG_PATH", "get_cfg", "load_defaults", "check_key", "coerce_value", "parse_cli_args"]
+__all__ = [
+    "CfgError", "DEFAULT_CFG_PATH", "get_cfg", "load_defaults", "check_key", "coerce_value", "parse_cli_args",
+    "task_setting",
+]
 
 DEFAULT_CFG_PATH = Path(__file__).with_name("default.yaml")
 
@@ -45,14 +52,42 @@ def load_defaults() -> dict:
     return {k: (list(v) if isinstance(v, list) else v) for k, v in _load_defaults_cached()}
 
 
-def check_key(key: str, where: str = "") -> str:
+def _schema(extra=()) -> dict:
+    """The built-in schema plus a task's own settings (``extra``: Setting objects)."""
+    if not extra:
+        return SCHEMA
+    return {**SCHEMA, **{s.key: s for s in extra}}
+
+
+def task_setting(key: str, default, type: str, help: str, range: str | None = None, choices=None,
+                 task: str = "task") -> Setting:
+    """A setting declared by a task (``Task.settings``): same types, ranges and choices as the built-in
+    ones (type one of int, float, bool, str, list[int], any; ``?`` allows empty). Checked here: the key is a
+    new identifier and the default passes its own checks."""
+    if not isinstance(key, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", key):
+        raise ValueError(f"task {task!r}: setting key must be a lowercase identifier, got {key!r}")
+    if key in SCHEMA:
+        raise ValueError(f"task {task!r}: setting '{key}' is already a yoloseg setting; choose another name")
+    unknown = [t for t in str(type).rstrip("?").split("|") if t not in _PARSERS and t != "any"]
+    if unknown:
+        raise ValueError(f"task {task!r}: setting '{key}' has unknown type {type!r} (use {', '.join(_PARSERS)}, any)")
+    s = Setting(key, default, str(type), str(help), f"task:{task}", range, tuple(choices) if choices else None)
+    try:
+        coerce_value(key, default, extra=(s,))
+    except CfgError as e:
+        raise ValueError(f"task {task!r}: the default of setting '{key}' is not valid: {e}") from None
+    return s
+
+
+def check_key(key: str, where: str = "", extra=()) -> str:
     """Normalise a key (`save-txt` -> `save_txt`) and fail with a suggestion when it is unknown."""
     if not isinstance(key, str):
         raise CfgError(f"setting names must be strings, got {key!r}{where}")
+    schema = _schema(extra)
     norm = key.strip().replace("-", "_")
-    if norm in SCHEMA:
+    if norm in schema:
         return norm
-    close = difflib.get_close_matches(norm, list(SCHEMA), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(norm, list(schema), n=1, cutoff=0.6)
     hint = f"; did you mean '{close[0]}'?" if close else "; run `yoloseg train --help` for the list of settings"
     raise CfgError(f"unknown setting '{key}'{where}{hint}")
 
@@ -173,9 +208,9 @@ def _match_choice(s: Setting, value: str) -> str:
     raise CfgError(f"{s.key}={value!r} is not valid: choose one of {', '.join(s.choices)}")
 
 
-def coerce_value(key: str, value):
+def coerce_value(key: str, value, extra=()):
     """Convert `value` (a Python object or a command-line string) to the declared type of `key` and check it."""
-    s = SCHEMA[check_key(key)]
+    s = _schema(extra)[check_key(key, extra=extra)]
     empty = value is None or (isinstance(value, str) and value.strip().lower() in _NONE_WORDS)
     if empty and s.nullable:
         return None
@@ -227,17 +262,17 @@ _POST = {"imgsz": _imgsz_post, "batch": _batch_post}
 
 
 # ---------------------------------------------------------------------------------------------- merging
-def _normalise(d, where: str) -> dict:
+def _normalise(d, where: str, extra=()) -> dict:
     if d is None:
         return {}
     if isinstance(d, SimpleNamespace):
         d = vars(d)
     if not isinstance(d, dict):
         raise CfgError(f"settings{where} must be a dict, got {type(d).__name__}")
-    return {check_key(k, where): v for k, v in d.items()}
+    return {check_key(k, where, extra): v for k, v in d.items()}
 
 
-def _load_cfg_file(path) -> dict:
+def _load_cfg_file(path, extra=()) -> dict:
     import yaml
 
     p = Path(path)
@@ -248,24 +283,28 @@ def _load_cfg_file(path) -> dict:
     if not isinstance(data, dict):
         raise CfgError(f"cfg={str(path)!r}: expected a mapping of settings, got {type(data).__name__}")
     data.pop("cfg", None)
-    return _normalise(data, f" in {p}")
+    return _normalise(data, f" in {p}", extra)
 
 
-def get_cfg(overrides: dict | None = None, defaults: dict | None = None) -> SimpleNamespace:
+def get_cfg(overrides: dict | None = None, defaults: dict | None = None, extra=()) -> SimpleNamespace:
     """Merge and validate settings once; returns a `types.SimpleNamespace` with every key of the schema.
 
     Layers, lowest first: default.yaml, the defaults of the selected mode (e.g. predict: batch=1, conf=0.25),
     `defaults` (e.g. saved run arguments), the YAML named by a `cfg=` key, then `overrides`.
+    ``extra``: a task's own settings (`Task.settings`), added to the schema with their defaults.
     Raises `CfgError` (a ValueError) naming the key for unknown keys, bad types, ranges and choices.
     """
-    over = _normalise(overrides, "")
-    base_over = _normalise(defaults, " (defaults)")
+    extra = tuple(extra or ())
+    schema = _schema(extra)
+    over = _normalise(overrides, "", extra)
+    base_over = _normalise(defaults, " (defaults)", extra)
     cfg_path = over.pop("cfg", None)
     if cfg_path is None:
         cfg_path = base_over.pop("cfg", None)
-    file_over = _load_cfg_file(coerce_value("cfg", cfg_path)) if cfg_path not in (None, "") else {}
+    file_over = _load_cfg_file(coerce_value("cfg", cfg_path), extra) if cfg_path not in (None, "") else {}
 
     merged = load_defaults()
+    merged.update({s.key: s.default for s in extra})
     mode = over.get("mode", file_over.get("mode", base_over.get("mode", merged["mode"])))
     if isinstance(mode, str):
         merged.update(MODE_DEFAULTS.get(mode.strip().lower(), {}))
@@ -276,11 +315,14 @@ def get_cfg(overrides: dict | None = None, defaults: dict | None = None) -> Simp
     missing = [k for k in SCHEMA if k not in merged]
     if missing:  # default.yaml out of date with the schema: a packaging bug, not a user error
         raise RuntimeError(f"default.yaml lacks settings {missing}; regenerate it from yoloseg/cfg/schema.py")
-    return SimpleNamespace(**{k: coerce_value(k, merged[k]) for k in SCHEMA})
+    return SimpleNamespace(**{k: coerce_value(k, merged[k], extra) for k in schema})
 
 
-def parse_cli_args(args) -> dict:
-    """Turn `key=value` words into a dict of raw (string) overrides; keys are checked, values are not yet."""
+def parse_cli_args(args, unknown: dict | None = None) -> dict:
+    """Turn `key=value` words into a dict of raw (string) overrides; keys are checked, values are not yet.
+
+    With an ``unknown`` dict, words whose key is not a built-in setting go there (normalised, unchecked)
+    instead of raising: a task's own settings are checked once the task is known."""
     out = {}
     for word in args:
         if "=" not in word:
@@ -288,5 +330,9 @@ def parse_cli_args(args) -> dict:
         key, value = word.split("=", 1)
         if not key:
             raise CfgError(f"missing key in '{word}'")
+        norm = key.strip().replace("-", "_")
+        if unknown is not None and norm not in SCHEMA:
+            unknown[norm] = value
+            continue
         out[check_key(key)] = value
     return out

@@ -175,7 +175,7 @@ class YOLO:
         args.update(extra)
         args.update(kwargs)
         args["mode"] = mode
-        return get_cfg(args)
+        return get_cfg(args, extra=getattr(self._task, "settings", ()))
 
     # ------------------------------------------------------------------------------------ utilities
     def info(self, detailed: bool = False, verbose: bool = True, imgsz: int = 640):

@@ -230,7 +230,8 @@ def freeze_layers(tr) -> None:
 
 
 def build_loss(tr):
-    hyp = {k: getattr(tr.args, k) for k in ("box", "cls", "dfl", "overlap_mask") if hasattr(tr.args, k)}
+    keys = ("box", "cls", "dfl", "overlap_mask", *(s.key for s in getattr(tr.task, "settings", ())))
+    hyp = {k: getattr(tr.args, k) for k in keys if hasattr(tr.args, k)}
     return tr.task.resolve("loss")(unwrap_model(tr.model), hyp)
 
 

@@ -81,6 +81,24 @@ def _lazy(value, what: str):
     raise ValueError(f"Task.{what} must be callable or a 'module:attr' string, got {value!r}")
 
 
+def _settings(items, task: str) -> tuple:
+    from yoloseg.cfg import task_setting
+    from yoloseg.cfg.schema import Setting
+
+    out, seen = [], set()
+    for item in items or ():
+        if isinstance(item, Setting):
+            item = {k: getattr(item, k) for k in ("key", "default", "type", "help", "range", "choices")}
+        if not isinstance(item, Mapping):
+            raise ValueError(f"Task.settings of {task!r}: expected dicts of task_setting arguments, got {item!r}")
+        s = task_setting(**{**item, "task": task})
+        if s.key in seen:
+            raise ValueError(f"Task.settings of {task!r}: setting '{s.key}' is declared twice")
+        seen.add(s.key)
+        out.append(s)
+    return tuple(out)
+
+
 @dataclass
 class Task:
     """What a task supplies; see the module docstring. Only `name` is required."""
@@ -99,10 +117,15 @@ class Task:
     trainer: str | None = None
     exporter: str | None = None
     description: str = ""
+    # Settings of its own, beside yoloseg's: dicts of `yoloseg.cfg.task_setting` arguments (key, default,
+    # type, help, range=None, choices=None) or the Setting objects it returns. They are accepted as
+    # key=value, listed by `yoloseg <task> <mode> --help`, saved with the run, and reach the loss in `hyp`.
+    settings: tuple = ()
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
             raise ValueError(f"Task.name must be a lowercase identifier such as 'segment', got {self.name!r}")
+        self.settings = _settings(self.settings, self.name)
         if isinstance(self.model_configs, str):
             self.model_configs = (self.model_configs,)
         self.model_configs = tuple(self.model_configs)

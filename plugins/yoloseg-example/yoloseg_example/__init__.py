@@ -12,8 +12,13 @@ task = Task(
     default_model="tinyseg.yaml",
     layers={"LiteConv": "yoloseg_example.layers:build_lite_conv"},
     build_model="yoloseg_example.model:build_model",
+    # A setting of its own: checked, listed by `yoloseg tinyseg train --help`, handed to the loss in hyp.
+    settings=(
+        dict(key="mask_gain", default=1.0, type="float", range=">=0",
+             help="weight of the mask loss term (on top of the box gain)"),
+    ),
+    loss="yoloseg_example.loss:TinySegLoss",
     # The rest is yoloseg's segmentation machinery, reused as is.
-    loss="yoloseg.loss:SegmentationLoss",
     loss_names=("box_loss", "seg_loss", "cls_loss", "dfl_loss"),
     postprocess="yoloseg.engine.predictor:segment_postprocess",
     results="yoloseg.engine.results:Results",
