@@ -1,5 +1,6 @@
-// yoloseg._C: the compiled kernels. Each kernel family (csrc/<family>.cpp) registers an init
-// function through yoloseg::Registrar (registry.h); this module calls them all.
+// yoloseg._C: the compiled kernels' Python module. The kernels (csrc/<family>.cpp, library
+// yoloseg_kernels) know nothing of Python; each family's bindings (csrc/python/<family>.cpp) register an
+// init function through yoloseg::Registrar (registry.h), and this module calls them all.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
