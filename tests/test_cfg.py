@@ -201,3 +201,12 @@ def test_parse_cli_args():
         parse_cli_args(["epochs"])
     with pytest.raises(ValueError, match="did you mean 'epochs'"):
         parse_cli_args(["epoch=3"])
+
+
+@pytest.mark.parametrize("key, why", [("kobj", "pose"), ("visualize", "visualisation"), ("cutmix", "mixup="),
+                                      ("workspace", "TensorRT")])
+def test_ultralytics_only_settings_say_so(key, why):
+    from yoloseg.cfg import CfgError, get_cfg
+
+    with pytest.raises(CfgError, match=f"'{key}' is an Ultralytics setting that yoloseg does not have: .*{why}"):
+        get_cfg({key: 1})

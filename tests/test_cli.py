@@ -189,3 +189,8 @@ def test_predict_saves_annotated_outputs(run, tmp_path):
     assert (tmp_path / "out" / "coffee.png").is_file()  # the command line saves unless save=false
     lines = (tmp_path / "out" / "labels" / "coffee.txt").read_text().splitlines()
     assert len(lines) == 4  # the fixture's conf=0.05 run has 4 detections
+
+
+def test_ultralytics_only_setting_is_refused_before_any_work(run):
+    r = run("predict", "visualize=True")  # before the missing source= is even looked at
+    assert r.exit_code == 2 and "'visualize' is an Ultralytics setting that yoloseg does not have" in r.output

@@ -193,9 +193,11 @@ def _prepare(ctx, words, mode):
     if unknown:
         if task is not None:  # named task: its settings are checked now, before any work
             cfg = get_cfg({**over, **unknown, "mode": mode}, extra=task.settings)
-        elif not any(t.settings for t in _loaded_tasks()):
+        else:
+            declared = {s.key for t in _loaded_tasks() for s in t.settings}
             for k in unknown:
-                check_key(k)  # no task declares settings: the usual unknown-key error
+                if k not in declared:
+                    check_key(k)  # no installed task declares it: the usual unknown-key error, now
     if task is not None and "model" not in over and task.default_model:
         cfg.model = task.default_model
     given = {k: getattr(cfg, k) for k in over if k not in ("model", "task")}

@@ -52,6 +52,39 @@ def load_defaults() -> dict:
     return {k: (list(v) if isinstance(v, list) else v) for k, v in _load_defaults_cached()}
 
 
+# Ultralytics settings that yoloseg does not have, with why: a command line carried over from `yolo segment`
+# gets a clear answer instead of a "did you mean" guess.
+FOREIGN_KEYS = {
+    "cls_remap": "fine-tuning across data sets keeps the pretrained rows of matching class names; yoloseg loads "
+                 "every weight whose shape fits and starts a new class head when the class count differs",
+    "profile": "speed profiling of ONNX/TensorRT during training is not part of yoloseg",
+    "compile": "torch.compile is not wired into yoloseg's engine",
+    "channels_last": "yoloseg keeps torch's default memory format",
+    "dropout": "dropout applies to classification models only",
+    "quantize": "yoloseg runs and exports float32, or float16 with half=true",
+    "int8": "yoloseg exports float32, or float16 with half=true",
+    "stream_buffer": "yoloseg reads files, folders, globs and videos, not live streams",
+    "visualize": "feature-map visualisation is not part of yoloseg",
+    "embed": "feature-embedding output is not part of yoloseg",
+    "workspace": "TensorRT export is not part of yoloseg (formats: onnx, torchscript)",
+    "distill_model": "knowledge distillation is not part of yoloseg",
+    "dis": "knowledge distillation is not part of yoloseg",
+    "cls_pw": "class-frequency weighting of the classification loss is not part of yoloseg",
+    "pose": "a pose-model loss gain; yoloseg has segmentation models",
+    "kobj": "a pose-model loss gain; yoloseg has segmentation models",
+    "rle": "a pose-model loss gain; yoloseg has segmentation models",
+    "angle": "an oriented-box loss gain; yoloseg has segmentation models",
+    "dlog": "a depth-model loss gain; yoloseg has segmentation models",
+    "dgrad": "a depth-model loss gain; yoloseg has segmentation models",
+    "dlam": "a depth-model loss setting; yoloseg has segmentation models",
+    "cutmix": "CutMix is not among yoloseg's augmentations (use mixup= or copy_paste=)",
+    "auto_augment": "a classification augmentation policy",
+    "erasing": "a classification augmentation",
+    "tracker": "tracking is not part of yoloseg",
+    "keras": "Keras export is not part of yoloseg",
+}
+
+
 def _schema(extra=()) -> dict:
     """The built-in schema plus a task's own settings (``extra``: Setting objects)."""
     if not extra:
@@ -87,6 +120,8 @@ def check_key(key: str, where: str = "", extra=()) -> str:
     norm = key.strip().replace("-", "_")
     if norm in schema:
         return norm
+    if norm in FOREIGN_KEYS:
+        raise CfgError(f"'{key}'{where} is an Ultralytics setting that yoloseg does not have: {FOREIGN_KEYS[norm]}")
     close = difflib.get_close_matches(norm, list(schema), n=1, cutoff=0.6)
     hint = f"; did you mean '{close[0]}'?" if close else "; run `yoloseg train --help` for the list of settings"
     raise CfgError(f"unknown setting '{key}'{where}{hint}")
