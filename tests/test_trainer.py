@@ -280,3 +280,19 @@ def test_task_defines_loss_columns_metric_columns_and_fitness(tiny_data, tmp_pat
     assert float(rows[0]["val/b_loss"]) == 0.25
     ck = _load(tmp_path / "t" / "weights/last.pt")
     assert ck["best_fitness"] == -1  # epoch 1 had the higher fitness
+
+
+def test_multi_scale_varies_the_input_size_reproducibly(tiny_data, tmp_path):
+    tr = Trainer(_cfg(tiny_data, tmp_path, epochs=1, multi_scale=0.5, imgsz=64), "segment")
+    tr.train()  # a whole epoch with changing sizes
+    assert float(_rows(tmp_path / "t")[0]["train/seg_loss"]) > 0
+    sizes = set()
+    for i in range(12):
+        out = tr.rescale_batch({"img": torch.zeros(2, 3, 64, 64)}, 0, i)["img"]
+        assert out.shape[-1] % 32 == 0 and 32 <= out.shape[-1] <= 96
+        sizes.add(out.shape[-1])
+        again = tr.rescale_batch({"img": torch.zeros(2, 3, 64, 64)}, 0, i)["img"]
+        assert again.shape == out.shape  # the same (seed, epoch, batch) gives the same size
+    assert len(sizes) >= 2
+    tr.args.multi_scale = 0.0
+    assert tr.rescale_batch({"img": torch.zeros(1, 3, 64, 64)}, 0, 0)["img"].shape[-1] == 64  # off: unchanged

@@ -169,6 +169,8 @@ _SETTINGS = [
     _t("rect", False, "bool", "val: batch images of similar aspect ratio with minimal padding (training stays square)"),
     _t("cos_lr", False, "bool", "cosine instead of linear learning-rate decay"),
     _t("close_mosaic", 10, "int", "turn mosaic off for the last N epochs (0 keeps it on)", ">=0"),
+    _t("multi_scale", 0.0, "float", "vary the training input size per batch by up to this fraction of imgsz "
+       "(sizes rounded to the stride; 0 keeps imgsz)", "[0,1)"),
     _t("resume", False, "bool|str", "continue an interrupted run: true takes model as the last.pt to resume, "
        "a path names it"),
     _t("amp", True, "bool", "mixed precision on CUDA (ignored on CPU)"),

@@ -218,7 +218,7 @@ class Trainer:
                 if pbar is not None:
                     pbar.update(1)
                 continue  # every sample of this batch was unreadable
-            batch = self.preprocess_batch(batch)
+            batch = self.rescale_batch(self.preprocess_batch(batch), epoch, i)
             with torch.autocast(self.device.type, enabled=self.amp):
                 preds = model(batch["img"])
                 loss, items = self.loss_fn(preds, batch)
@@ -273,6 +273,26 @@ class Trainer:
         for k in ("batch_idx", "cls", "bboxes", "masks"):
             if k in batch and torch.is_tensor(batch[k]):
                 batch[k] = batch[k].to(dev, non_blocking=nb)
+        return batch
+
+    def rescale_batch(self, batch: dict, epoch: int, i: int) -> dict:
+        """multi_scale: resize the batch's images so the long side is a random multiple of the stride in
+        [imgsz * (1 - multi_scale), imgsz * (1 + multi_scale)], drawn from (seed, epoch, batch index) so a
+        resumed run sees the same sizes. Boxes are normalized and the loss resamples the prototypes to the
+        masks, so only the images change."""
+        ms = float(getattr(self.args, "multi_scale", 0.0) or 0.0)
+        if ms <= 0:
+            return batch
+        s = self.stride
+        lo, hi = max(s, int(self.imgsz * (1 - ms))), int(self.imgsz * (1 + ms))
+        seed = int(getattr(self.args, "seed", 0) or 0)
+        size = max(int(np.random.default_rng([seed, epoch, i, 0x5CA1E]).integers(lo, hi + 1)) // s * s, s)
+        img = batch["img"]
+        h, w = img.shape[-2:]
+        f = size / max(h, w)
+        new = (max(round(h * f / s) * s, s), max(round(w * f / s) * s, s))
+        if new != (h, w):
+            batch["img"] = torch.nn.functional.interpolate(img, size=new, mode="bilinear", align_corners=False)
         return batch
 
     # ------------------------------------------------------------------ progress
