@@ -389,3 +389,14 @@ def test_show_without_a_display_warns_and_still_predicts(tmp_path, caplog):
         results = p(np.zeros((64, 96, 3), np.uint8))
     assert len(results) == 1
     assert "show=True needs OpenCV with GUI support" in caplog.text
+
+
+def test_save_frames_writes_each_annotated_video_frame(tmp_path):
+    v = tmp_path / "clip.mp4"
+    _write_video(v, n=6)
+    p = _pred(tmp_path, model=_tiny_model(), imgsz=64, save=False, save_frames=True, conf=0.25, vid_stride=2)
+    results = p(str(v))
+    frames = sorted((p.save_dir / "clip_frames").glob("clip_*.jpg"))
+    assert len(frames) == len(results) == 3
+    assert all(cv2.imread(str(f)).shape == (64, 96, 3) for f in frames)
+    assert not (p.save_dir / "clip.mp4").exists()  # save=False: frames only

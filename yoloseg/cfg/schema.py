@@ -200,6 +200,8 @@ _SETTINGS = [
     _p("save_txt", False, "bool", "write YOLO-format label files (class, polygon) per image"),
     _p("save_conf", False, "bool", "add the confidence to each saved label line"),
     _p("save_crop", False, "bool", "save a crop of every detection"),
+    _p("save_frames", False, "bool", "with video sources, also save each annotated frame as an image "
+       "(<video>_frames/<video>_<frame>.jpg)"),
     _p("show_labels", True, "bool", "draw class names on annotated images"),
     _p("show_conf", True, "bool", "draw confidences on annotated images"),
     _p("show_boxes", True, "bool", "draw boxes on annotated images (masks are always drawn)"),

@@ -438,12 +438,13 @@ class Predictor:
     def _write(self, frame, r) -> None:
         save, save_txt = bool(self._c("save", False)), bool(self._c("save_txt", False))
         save_crop = bool(self._c("save_crop", False))
+        save_frames = bool(self._c("save_frames", False)) and frame.kind == "video"
         if getattr(self, "_show", False):
             import cv2
 
             cv2.imshow(str(frame.path), self._plot(r))
             cv2.waitKey(1 if frame.kind == "video" else 500)
-        if not (save or save_txt or save_crop):
+        if not (save or save_txt or save_crop or save_frames):
             return
         d = self._ensure_save_dir()
         r.save_dir = str(d)
@@ -453,14 +454,22 @@ class Predictor:
             r.save_txt(d / "labels" / f"{stem}.txt", save_conf=bool(self._c("save_conf", False)))
         if save_crop:
             r.save_crop(d / "crops", stem)
+        if not (save or save_frames):
+            return
+        import cv2
+
+        img = self._plot(r)
+        if save_frames:  # each annotated video frame as an image too
+            ok, buf = cv2.imencode(".jpg", img)
+            if not ok:
+                raise ValueError(f"cannot encode frame {frame.frame} of '{frame.path}'")
+            (d / f"{base}_frames").mkdir(exist_ok=True)
+            atomic_write_bytes(d / f"{base}_frames" / f"{stem}.jpg", buf.tobytes())
         if not save:
             return
-        img = self._plot(r)
         if frame.kind == "video":
             self._write_video_frame(d, base, frame, img)
         else:
-            import cv2
-
             ext = Path(frame.path.split("?")[0]).suffix.lower()
             ext = ext if ext in _SAVE_EXTS else ".jpg"
             ok, buf = cv2.imencode(ext, img)
