@@ -189,3 +189,13 @@ def test_end2end_settings_are_checked():
     for kw, msg in (({"conf": 1.0}, "conf"), ({"iou": 1.5}, "iou"), ({"max_det": 0}, "max_det")):
         with pytest.raises(ValueError, match=msg):
             End2End(torch.nn.Identity(), **kw)
+
+
+def test_nms_true_is_the_ultralytics_name_for_end2end(yolo, wdir):
+    import onnx
+
+    path = yolo.export(format="onnx", nms=True, imgsz=320, verbose=False)
+    assert str(path).endswith("_end2end.onnx")
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert meta["end2end"] == "true"
+    assert any(n.op_type == "NonMaxSuppression" for n in onnx.load(str(path)).graph.node)

@@ -213,6 +213,7 @@ _SETTINGS = [
     _e("simplify", True, "bool", "simplify the ONNX graph when onnxslim or onnxsim is installed"),
     _e("opset", None, "int?", "ONNX opset version (empty: the newest the installed torch supports)", ">=7"),
     _e("end2end", False, "bool", "put NMS and mask assembly inside the ONNX graph (fixed max_det outputs)"),
+    _e("nms", None, "bool?", "nms=true is end2end=true (the name Ultralytics uses); empty or false: NMS outside"),
     # hyperparameters
     _h("lr0", 0.01, "float", "initial learning rate", "(0,1]"),
     _h("lrf", 0.01, "float", "final learning rate as a fraction of lr0", "(0,1]"),

@@ -233,7 +233,7 @@ class Exporter:
     def __call__(self) -> str:
         t0 = time.perf_counter()
         fmt = self._format()
-        end2end = bool(self._c("end2end", False))
+        end2end = bool(self._c("end2end", False)) or bool(self._c("nms", False))  # nms=True: the Ultralytics name
         if end2end and fmt != "onnx":
             raise ValueError("end2end=True is only available for format=onnx")
         opset = self._opset() if fmt == "onnx" else None
