@@ -203,7 +203,7 @@ def test_parse_cli_args():
         parse_cli_args(["epoch=3"])
 
 
-@pytest.mark.parametrize("key, why", [("kobj", "pose"), ("visualize", "visualisation"), ("cutmix", "mixup="),
+@pytest.mark.parametrize("key, why", [("kobj", "pose"), ("visualize", "visualisation"), ("erasing", "classification"),
                                       ("workspace", "TensorRT")])
 def test_ultralytics_only_settings_say_so(key, why):
     from yoloseg.cfg import CfgError, get_cfg

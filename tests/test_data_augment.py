@@ -8,7 +8,15 @@ import cv2
 import numpy as np
 import pytest
 
-from yoloseg.data.augment import copy_paste, copy_paste_flip, format_sample, letterbox_sample, mixup, random_flip
+from yoloseg.data.augment import (
+    copy_paste,
+    copy_paste_flip,
+    cutmix,
+    format_sample,
+    letterbox_sample,
+    mixup,
+    random_flip,
+)
 from yoloseg.data.augment_polygons import Polygons, rasterize
 from yoloseg.data.dataset import SegmentDataset
 
@@ -185,3 +193,52 @@ def test_copy_paste_modes_in_pipeline_keep_masks_in_boxes(colour_set, mode):
                 assert xs.min() >= (cx - w / 2) / 4 - 1.01 and xs.max() <= (cx + w / 2) / 4 + 0.01
                 assert ys.min() >= (cy - h / 2) / 4 - 1.01 and ys.max() <= (cy + h / 2) / 4 + 0.01
     assert more > 0
+
+
+def test_cutmix_pastes_a_rectangle_with_its_clipped_instances_and_never_covers_one():
+    """The oracle is the pixels: the pasted rectangle shows the other image; every returned polygon of the
+    other image lies inside that rectangle and covers the colour it came with."""
+    h, w = 80, 120
+    a_img = np.zeros((h, w, 3), np.uint8)
+    cv2.rectangle(a_img, (5, 5), (24, 19), COLOURS[0], -1)
+    a = _sample(a_img, [np.array([[5, 5], [25, 5], [25, 20], [5, 20]], np.float32)], [0])
+    b_img = np.zeros((h, w, 3), np.uint8)
+    b_polys = []
+    for k, (x, y) in enumerate([(40, 30), (80, 50), (60, 10)]):
+        cv2.rectangle(b_img, (x, y), (x + 29, y + 19), COLOURS[k + 1], -1)
+        b_polys.append(np.array([[x, y], [x + 30, y], [x + 30, y + 20], [x, y + 20]], np.float32))
+    applied = 0
+    for seed in range(40):
+        b = _sample(b_img.copy(), b_polys, [1, 2, 3])
+        out = cutmix(_sample(a_img.copy(), [a["polys"].pts], [0]), b, np.random.default_rng(seed))
+        assert out["cls"][0] == 0 and (out["img"][5:20, 5:25] == COLOURS[0]).all()  # never covered
+        changed = np.any(out["img"] != a_img, axis=2)
+        if not changed.any() and len(out["cls"]) == 1:
+            continue
+        applied += 1
+        assert len(out["cls"]) == len(out["polys"]) >= 2
+        ys, xs = np.nonzero(changed)  # the pasted pixels that differ from the original image
+        boxes = out["polys"].boxes()
+        for k in range(1, len(out["cls"])):
+            x1, y1, x2, y2 = boxes[k]
+            # clipped to the pasted rectangle: inside the extent of the changed pixels
+            assert x1 >= xs.min() - 1 and x2 <= xs.max() + 2 and y1 >= ys.min() - 1 and y2 <= ys.max() + 2
+            c = int(out["cls"][k])
+            inside = out["img"][int(np.ceil(y1)) : int(y2), int(np.ceil(x1)) : int(x2)]
+            assert inside.size and (inside == COLOURS[c]).all(-1).mean() > 0.5  # the pasted colour is there
+    assert applied >= 5
+
+
+def test_cutmix_in_the_pipeline_keeps_masks_in_boxes(colour_set):
+    names = {"names": {i: str(i) for i in range(4)}}
+    hyp = dict(cutmix=1.0, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0)
+    ds = SegmentDataset(colour_set / "images" / "train", names, imgsz=128, augment=True, hyp=hyp,
+                        label_cache=False)
+    for key in [(i, e, True) for e in range(3) for i in range(4)]:
+        s = ds[key]
+        boxes = s["bboxes"].numpy() * 128
+        for k in range(len(s["cls"])):
+            ys, xs = np.nonzero(s["masks"].numpy() == k + 1)
+            if len(xs):
+                cx, cy, w, h = boxes[k]
+                assert xs.min() >= (cx - w / 2) / 4 - 1.01 and xs.max() <= (cx + w / 2) / 4 + 0.01

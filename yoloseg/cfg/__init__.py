@@ -77,7 +77,6 @@ FOREIGN_KEYS = {
     "dlog": "a depth-model loss gain; yoloseg has segmentation models",
     "dgrad": "a depth-model loss gain; yoloseg has segmentation models",
     "dlam": "a depth-model loss setting; yoloseg has segmentation models",
-    "cutmix": "CutMix is not among yoloseg's augmentations (use mixup= or copy_paste=)",
     "auto_augment": "a classification augmentation policy",
     "erasing": "a classification augmentation",
     "tracker": "tracking is not part of yoloseg",

@@ -240,6 +240,8 @@ _SETTINGS = [
     _a("bgr", 0.0, "float", "probability of swapping the colour channels", "[0,1]"),
     _a("mosaic", 1.0, "float", "probability of a 4-image mosaic", "[0,1]"),
     _a("mixup", 0.0, "float", "probability of blending two images (mixup)", "[0,1]"),
+    _a("cutmix", 0.0, "float", "probability of CutMix: a rectangle of another image pasted in with its instances "
+       "(never over an instance)", "[0,1]"),
     _a("copy_paste", 0.0, "float", "probability of copy-pasting instances between images", "[0,1]"),
     _a("copy_paste_mode", "flip", "str", "where pasted instances come from", choices=("flip", "mixup")),
 ]

@@ -25,6 +25,7 @@ __all__ = [
     "format_sample",
     "letterbox_sample",
     "mixup",
+    "cutmix",
     "mosaic4",
     "random_affine",
     "random_flip",
@@ -208,6 +209,50 @@ def mixup(sample: dict, other: dict, rng: np.random.Generator) -> dict:
     sample["img"] = blend.astype(np.uint8)
     sample["polys"] = Polygons.concat([sample["polys"], other["polys"]])
     sample["cls"] = np.concatenate([sample["cls"], other["cls"]])
+    return sample
+
+
+def _cut_rect(w: int, h: int, rng: np.random.Generator) -> np.ndarray:
+    """A random [x1, y1, x2, y2] whose sides are sqrt(1 - lam) of the image's, lam ~ Beta(1, 1), centred at a
+    random pixel and clipped to the image."""
+    ratio = np.sqrt(1.0 - rng.beta(1.0, 1.0))
+    cw, ch = int(w * ratio), int(h * ratio)
+    cx, cy = int(rng.integers(0, w)), int(rng.integers(0, h))
+    return np.array([np.clip(cx - cw // 2, 0, w), np.clip(cy - ch // 2, 0, h),
+                     np.clip(cx + cw // 2, 0, w), np.clip(cy + ch // 2, 0, h)], np.float32)
+
+
+def cutmix(sample: dict, other: dict, rng: np.random.Generator, tries: int = 3, min_ioa: float = 0.01) -> dict:
+    """CutMix: copy a random rectangle of ``other`` (same image size) into ``sample``.
+
+    Of ``tries`` random rectangles, one that overlaps no instance box of ``sample`` is used (none: nothing
+    happens), so no instance of ``sample`` is covered. The instances of ``other`` with at least ``min_ioa``
+    of their box inside the rectangle come along, their polygons clipped to it.
+    """
+    h, w = sample["img"].shape[:2]
+    if other["img"].shape[:2] != (h, w):
+        raise ValueError(f"cutmix: other image {other['img'].shape[:2]} differs from {(h, w)}")
+    rects = np.stack([_cut_rect(w, h, rng) for _ in range(tries)])
+    rects = rects[(rects[:, 2] > rects[:, 0]) & (rects[:, 3] > rects[:, 1])]
+    if len(sample["cls"]) and len(rects):
+        rects = rects[_ioa(sample["polys"].boxes(), rects).sum(0) <= 0]  # overlapping no instance of sample
+    if not len(rects):
+        return sample
+    x1, y1, x2, y2 = rects[int(rng.integers(0, len(rects)))]
+    take = np.zeros(0, np.int64)
+    if len(other["cls"]):
+        take = np.flatnonzero(_ioa(other["polys"].boxes(), np.array([[x1, y1, x2, y2]], np.float32))[:, 0] >= min_ioa)
+    if not len(take):
+        return sample
+    part = other["polys"].subset(take).scale_translate(1.0, 1.0, -x1, -y1)
+    clipped, keep = part.clip(float(x2 - x1), float(y2 - y1))
+    img = sample["img"].copy()
+    ix1, iy1, ix2, iy2 = int(x1), int(y1), int(x2), int(y2)
+    img[iy1:iy2, ix1:ix2] = other["img"][iy1:iy2, ix1:ix2]
+    sample["img"] = img
+    if len(keep):
+        sample["polys"] = Polygons.concat([sample["polys"], clipped.scale_translate(1.0, 1.0, x1, y1)])
+        sample["cls"] = np.concatenate([sample["cls"], other["cls"][take[keep]]])
     return sample
 
 

@@ -32,6 +32,7 @@ from yoloseg.data.augment import (
     copy_paste_flip,
     format_sample,
     letterbox_sample,
+    cutmix,
     mixup,
     mosaic4,
     random_affine,
@@ -49,6 +50,7 @@ LOGGER = logging.getLogger("yoloseg.data")
 HYP_DEFAULTS = {
     "mosaic": 1.0,
     "mixup": 0.0,
+    "cutmix": 0.0,
     "copy_paste": 0.0,
     "copy_paste_mode": "flip",
     "degrees": 0.0,
@@ -344,6 +346,12 @@ class SegmentDataset(Dataset):
             j = int(rng.integers(0, len(self)))
             try:
                 s = mixup(s, self._base(j, rng, mosaic_on), rng)
+            except BadSample as e:
+                self._note_bad(j, e)
+        if mosaic_on and hyp["cutmix"] and rng.random() < hyp["cutmix"]:
+            j = int(rng.integers(0, len(self)))
+            try:
+                s = cutmix(s, self._base(j, rng, mosaic_on), rng)
             except BadSample as e:
                 self._note_bad(j, e)
         if hyp["copy_paste"] and str(hyp["copy_paste_mode"]) == "mixup":
