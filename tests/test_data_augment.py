@@ -242,3 +242,25 @@ def test_cutmix_in_the_pipeline_keeps_masks_in_boxes(colour_set):
             if len(xs):
                 cx, cy, w, h = boxes[k]
                 assert xs.min() >= (cx - w / 2) / 4 - 1.01 and xs.max() <= (cx + w / 2) / 4 + 0.01
+
+
+def test_rect_training_batches_share_a_rectangular_shape(colour_set):
+    names = {"names": {i: str(i) for i in range(4)}}
+    hyp = dict(hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, degrees=5.0)
+    ds = SegmentDataset(colour_set / "images" / "train", names, imgsz=128, augment=True, hyp=hyp, rect=True,
+                        batch_size=2, pad=0.0, label_cache=False)
+    assert not ds.mosaic_enabled
+    shapes = []
+    for b in range(2):
+        got = {tuple(ds[(i, 0, True)]["img"].shape[1:]) for i in (2 * b, 2 * b + 1)}
+        assert got == {tuple(ds.batch_shapes[b])}  # one shape per batch, the planned one
+        shapes.append(tuple(ds.batch_shapes[b]))
+    assert any(h != w for h, w in shapes) and max(max(s) for s in shapes) == 128
+    for i in range(4):
+        s = ds[(i, 1, True)]
+        boxes = s["bboxes"].numpy() * np.array(s["img"].shape[1:][::-1] * 2)
+        for k in range(len(s["cls"])):
+            ys, xs = np.nonzero(s["masks"].numpy() == k + 1)
+            if len(xs):
+                cx, cy, w, h = boxes[k]
+                assert xs.min() >= (cx - w / 2) / 4 - 1.01 and xs.max() <= (cx + w / 2) / 4 + 0.01

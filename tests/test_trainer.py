@@ -296,3 +296,13 @@ def test_multi_scale_varies_the_input_size_reproducibly(tiny_data, tmp_path):
     assert len(sizes) >= 2
     tr.args.multi_scale = 0.0
     assert tr.rescale_batch({"img": torch.zeros(1, 3, 64, 64)}, 0, 0)["img"].shape[-1] == 64  # off: unchanged
+
+
+def test_rect_training_runs_without_mosaic_or_shuffling(tiny_data, tmp_path, capsys):
+    tr = Trainer(_cfg(tiny_data, tmp_path, epochs=1, rect=True, verbose=True), "segment")
+    tr.train()
+    ds = tr.train_loader.dataset
+    assert ds.rect and ds.augment and not ds.mosaic_enabled
+    assert [int(r["epoch"]) for r in _rows(tmp_path / "t")] == [1]
+    captured = capsys.readouterr()
+    assert "rectangular training batches" in captured.out + captured.err

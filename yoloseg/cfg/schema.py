@@ -166,7 +166,8 @@ _SETTINGS = [
     _t("seed", 0, "int", "random seed for the whole run", ">=0"),
     _t("deterministic", True, "bool", "ask torch for deterministic algorithms (may be slower)"),
     _t("single_cls", False, "bool", "merge all classes into one"),
-    _t("rect", False, "bool", "val: batch images of similar aspect ratio with minimal padding (training stays square)"),
+    _t("rect", False, "bool", "batch images of similar aspect ratio with minimal padding (training: no mosaic, "
+       "no shuffling; validation always does this)"),
     _t("cos_lr", False, "bool", "cosine instead of linear learning-rate decay"),
     _t("close_mosaic", 10, "int", "turn mosaic off for the last N epochs (0 keeps it on)", ">=0"),
     _t("multi_scale", 0.0, "float", "vary the training input size per batch by up to this fraction of imgsz "

@@ -126,7 +126,7 @@ class SegmentDataset(Dataset):
         self.imgsz = int(imgsz)
         self.augment = bool(augment)
         self.hyp = {k: _get(hyp, k, v) for k, v in HYP_DEFAULTS.items()}
-        self.rect = bool(rect) and not self.augment
+        self.rect = bool(rect)  # with augment: rectangular training batches, mosaic off
         self.batch_size = max(int(batch_size), 1)
         self.stride = int(stride)
         self.seed = int(seed)
@@ -137,7 +137,7 @@ class SegmentDataset(Dataset):
         self.prefix = prefix
         self.epoch = 0
         self._epoch_set = False
-        self.mosaic_enabled = self.augment and float(self.hyp["mosaic"]) > 0
+        self.mosaic_enabled = self.augment and float(self.hyp["mosaic"]) > 0 and not self.rect
         self.n_bad_loads = 0
         self._bad_files: set = set()
 
@@ -322,7 +322,8 @@ class SegmentDataset(Dataset):
             s = mosaic4(parts, rng, self.imgsz)
             border = s.pop("mosaic_border")
         else:
-            s = letterbox_sample(self.load_sample(index), self.imgsz, auto=False, scaleup=False)
+            shape = self.batch_shapes[index // self.batch_size] if self.rect else self.imgsz
+            s = letterbox_sample(self.load_sample(index), shape, auto=False, scaleup=False)
             s.pop("letterbox")
             border = (0, 0)
         if hyp["copy_paste"] and str(hyp["copy_paste_mode"]) == "flip":
@@ -431,7 +432,9 @@ def build_dataset(data_cfg: dict, split: str, cfg=None, augment: bool = False, b
     img_path = data_cfg.get(split)
     if not img_path:
         raise ValueError(f"data set {data_cfg.get('yaml_file', '')} has no '{split}' split")
-    rect = (not augment) if rect is None else bool(rect) and not augment
+    if rect is None:  # evaluation: rectangular unless rect=False; training: only with rect=True
+        rect = bool(_get(cfg, "rect", False)) if augment else True
+    rect = bool(rect)
     batch = int(batch if batch is not None else _get(cfg, "batch", 16))
     return SegmentDataset(
         img_path,
@@ -449,5 +452,6 @@ def build_dataset(data_cfg: dict, split: str, cfg=None, augment: bool = False, b
         seed=int(_get(cfg, "seed", 0)),
         overlap_mask=bool(_get(cfg, "overlap_mask", True)),
         mask_ratio=int(_get(cfg, "mask_ratio", 4)),
+        pad=0.0 if augment else 0.5,
         prefix=f"{split}: ",
     )

@@ -152,13 +152,13 @@ def build_loader(tr, split: str):
     if not tr.data.get(key):
         raise ValueError(f"data: the data set has no '{key}' split")
     bs = tr.batch_size if train else tr.batch_size * 2
-    if train and getattr(a, "rect", False):
-        tr.log("WARNING: rect=True applies to validation only: training batches are square (mosaic/letterbox "
-               "to imgsz) and shuffled")
+    rect = train and bool(getattr(a, "rect", False))
+    if rect:
+        tr.log("rect=True: rectangular training batches (images grouped by aspect ratio), no mosaic, no shuffling")
     cfg = SimpleNamespace(**{**vars(a), "imgsz": tr.imgsz, "batch": bs})
-    dataset = build_dataset(tr.data, key, cfg, augment=train, batch=bs, stride=tr.stride)
-    sampler = tr.make_sampler(dataset, shuffle=True) if train else None
-    return build_dataloader(dataset, bs, workers=int(getattr(a, "workers", 0) or 0), shuffle=train,
+    dataset = build_dataset(tr.data, key, cfg, augment=train, batch=bs, stride=tr.stride, rect=rect if train else None)
+    sampler = tr.make_sampler(dataset, shuffle=not rect) if train else None
+    return build_dataloader(dataset, bs, workers=int(getattr(a, "workers", 0) or 0), shuffle=train and not rect,
                             seed=int(getattr(a, "seed", 0) or 0), sampler=sampler,
                             pin_memory=tr.device.type == "cuda")
 
