@@ -218,6 +218,8 @@ class Trainer:
                 if pbar is not None:
                     pbar.update(1)
                 continue  # every sample of this batch was unreadable
+            if i < 3 and epoch == self.start_epoch:
+                self.plot_train_batch(batch, i)
             batch = self.rescale_batch(self.preprocess_batch(batch), epoch, i)
             with torch.autocast(self.device.type, enabled=self.amp):
                 preds = model(batch["img"])
@@ -274,6 +276,17 @@ class Trainer:
             if k in batch and torch.is_tensor(batch[k]):
                 batch[k] = batch[k].to(dev, non_blocking=nb)
         return batch
+
+    def plot_train_batch(self, batch: dict, i: int) -> None:
+        """train_batch{i}.jpg: the first batches as the model sees them (augmented), with their labels."""
+        if not self.main or getattr(self.args, "plots", True) is False:
+            return
+        try:
+            from yoloseg.utils.plot_val import plot_train_batch
+
+            plot_train_batch(self.save_dir, i, batch, dict(self.data.get("names", {})))
+        except Exception as e:  # a picture must never stop training
+            self.log(f"WARNING: train_batch{i}.jpg not drawn: {e}")
 
     def rescale_batch(self, batch: dict, epoch: int, i: int) -> dict:
         """multi_scale: resize the batch's images so the long side is a random multiple of the stride in

@@ -195,6 +195,39 @@ def mosaic(images: list, titles: list, tile: int = 480) -> np.ndarray:
     return canvas
 
 
+def _label_images(batch: dict, names: dict, input_hw) -> tuple[list, list]:
+    """The first 16 images of a collated batch with their ground truth drawn (masks, boxes, names)."""
+    imgs = batch["img"][:16].cpu().numpy().transpose(0, 2, 3, 1)[..., ::-1]  # RGB -> BGR
+    if imgs.dtype != np.uint8:  # preprocessed (float in [0, 1])
+        imgs = np.clip(imgs * 255 + 0.5, 0, 255).astype(np.uint8)
+    H, W = int(input_hw[0]), int(input_hw[1])
+    titles = [Path(f).name for f in batch["im_file"][:16]]
+    bidx = batch["batch_idx"].cpu().numpy().astype(int)
+    cls = batch["cls"].cpu().numpy().reshape(-1).astype(int)
+    xywh = batch["bboxes"].cpu().numpy().reshape(-1, 4) * [W, H, W, H]
+    xyxy = np.concatenate([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], 1)
+    masks = batch["masks"].cpu().numpy()
+    overlap = masks.ndim == 3 and len(masks) == len(batch["img"]) and masks.dtype != np.uint8
+    labels = []
+    for i in range(len(imgs)):
+        im = np.ascontiguousarray(imgs[i])
+        sel = np.flatnonzero(bidx == i)
+        if overlap:
+            mk = np.stack([masks[i] == j + 1 for j in range(len(sel))]) if len(sel) else None
+        else:
+            mk = masks[sel].astype(bool) if len(sel) else None
+        labels.append(plot_instances(im, xyxy[sel], cls[sel], None, mk, names, show_conf=False))
+    return labels, titles
+
+
+def plot_train_batch(save_dir, bi: int, batch: dict, names: dict) -> Path:
+    """``train_batch{bi}.jpg``: the augmented training images of one batch with their labels."""
+    path = Path(save_dir) / f"train_batch{bi}.jpg"
+    labels, titles = _label_images(batch, names, batch["img"].shape[-2:])
+    _write(path, mosaic(labels, titles))
+    return path
+
+
 def plot_val_batch(save_dir, bi: int, batch: dict, dets: list, protos, input_hw, names: dict,
                    conf: float = PRED_CONF) -> None:
     """``val_batch{bi}_labels.jpg`` and ``val_batch{bi}_pred.jpg`` for one collated batch; predictions with a
@@ -204,22 +237,10 @@ def plot_val_batch(save_dir, bi: int, batch: dict, dets: list, protos, input_hw,
     save_dir = Path(save_dir)
     imgs = batch["img"][:16].cpu().numpy().transpose(0, 2, 3, 1)[..., ::-1]  # RGB -> BGR
     H, W = int(input_hw[0]), int(input_hw[1])
-    titles = [Path(f).name for f in batch["im_file"][:16]]
-    bidx = batch["batch_idx"].cpu().numpy().astype(int)
-    cls = batch["cls"].cpu().numpy().reshape(-1).astype(int)
-    xywh = batch["bboxes"].cpu().numpy().reshape(-1, 4) * [W, H, W, H]
-    xyxy = np.concatenate([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], 1)
-    masks = batch["masks"].cpu().numpy()
-    overlap = masks.ndim == 3 and len(masks) == len(batch["img"]) and masks.dtype != np.uint8
-    labels, preds = [], []
+    labels, titles = _label_images(batch, names, input_hw)
+    preds = []
     for i in range(len(imgs)):
         im = np.ascontiguousarray(imgs[i])
-        sel = np.flatnonzero(bidx == i)
-        if overlap:
-            mk = np.stack([masks[i] == j + 1 for j in range(len(sel))]) if len(sel) else None
-        else:
-            mk = masks[sel].astype(bool) if len(sel) else None
-        labels.append(plot_instances(im, xyxy[sel], cls[sel], None, mk, names, show_conf=False))
         d = dets[i]
         d = d[d[:, 4] >= conf][:50]
         pm = None
