@@ -17,7 +17,7 @@ from yoloseg.data.augment import (
     mixup,
     random_flip,
 )
-from yoloseg.data.augment_polygons import Polygons, rasterize
+from yoloseg.data.augment_polygons import Polygons
 from yoloseg.data.dataset import SegmentDataset
 
 # BGR colour of each class: red, green, blue, yellow

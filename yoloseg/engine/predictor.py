@@ -343,7 +343,7 @@ class Predictor:
     def stream_inference(self, source):
         """Generator of Results, one per frame, batch by batch (bounded memory)."""
         src = load_sources(source, vid_stride=int(self._c("vid_stride", 1)))
-        net = self.setup_model()
+        self.setup_model()
         verbose = bool(self._c("verbose", True))
         bsz = max(int(self._c("batch", 1) or 1), 1)
         bar = None

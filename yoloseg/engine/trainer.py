@@ -200,7 +200,7 @@ class Trainer:
             self.lf = lr_lambda(self.epochs, float(self.args.lrf), bool(getattr(self.args, "cos_lr", False)))
 
     def train_one_epoch(self, epoch: int, nw: int) -> np.ndarray:
-        a, model, opt = self.args, self.model, self.optimizer
+        model, opt = self.model, self.optimizer
         model.train()
         if hasattr(self.train_loader, "set_epoch"):
             self.train_loader.set_epoch(epoch)
