@@ -192,3 +192,47 @@ def test_collate_pads_mixed_sizes_and_keeps_geometry(tmp_path):
         px = s["bboxes"][0] * torch.tensor([w, h, w, h])
         torch.testing.assert_close(batch["bboxes"][b] * torch.tensor([W, H, W, H]), px)
         assert torch.equal(batch["masks"][b, : h // 4, : w // 4], s["masks"])
+
+
+def test_cache_disk_writes_beside_the_images_and_reads_them_back(tmp_path, monkeypatch, caplog):
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        _write(tmp_path, f"im{k}", rng.integers(0, 255, (90, 120, 3), dtype=np.uint8), [_square(0.1, 0.2, 0.5, 0.6)])
+    data = {"names": {0: "x"}, "train": str(tmp_path / "images" / "train")}
+    cfg = {"imgsz": 64, "batch": 1, "cache": "disk"}
+    plain = build_dataset(data, "train", {"imgsz": 64, "batch": 1}, rect=False)
+    ds = build_dataset(data, "train", cfg, rect=False)
+    files = sorted((tmp_path / "images" / "train").glob("*.png.64.npz"))
+    assert len(files) == 3 and ds._disk
+    want = [plain.load_sample(i)["img"] for i in range(3)]
+    # a later run reads the cache: decoding the images is not needed any more
+    import yoloseg.data.dataset as dataset_module
+
+    def no_decode(*a, **k):
+        raise AssertionError("image decoded although the disk cache is fresh")
+
+    monkeypatch.setattr(dataset_module.cv2, "imread", no_decode)
+    again = build_dataset(data, "train", cfg, rect=False)
+    for i in range(3):
+        s = again.load_sample(i)
+        np.testing.assert_array_equal(s["img"], want[i])
+        assert s["ori_shape"] == (90, 120)
+    monkeypatch.undo()
+    # a damaged cache file is rebuilt from the image
+    files[0].write_bytes(b"not an npz")
+    np.testing.assert_array_equal(again.load_sample(0)["img"], want[0])
+    assert np.load(files[0])["img"].shape == want[0].shape
+    # a folder that cannot be written: one warning, the images are read as usual
+    import yoloseg.utils.files as files_module
+
+    for f in files:
+        f.unlink()
+
+    def refuse(*a, **k):
+        raise PermissionError("read-only")
+
+    monkeypatch.setattr(files_module.tempfile, "mkstemp", refuse)
+    with caplog.at_level(logging.WARNING):
+        ro = build_dataset(data, "train", cfg, rect=False)
+    assert "cache=disk: cannot write" in caplog.text and not ro._disk
+    np.testing.assert_array_equal(ro.load_sample(1)["img"], want[1])

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -165,10 +166,13 @@ class SegmentDataset(Dataset):
         if self.rect:
             self._setup_rect(pad)
         self._ram = None
+        self._disk = False
         if cache in (True, "ram", "RAM"):
             self._cache_ram()
+        elif str(cache).lower() == "disk":
+            self._cache_disk()
         elif cache not in (False, None, "", "false", "False"):
-            LOGGER.warning(f"{prefix}cache={cache!r} is not supported (use 'ram'); images are read from disk")
+            LOGGER.warning(f"{prefix}cache={cache!r} is not supported (use 'ram' or 'disk'); images are read as they are")
 
     # ------------------------------------------------------------------ set-up
 
@@ -200,6 +204,63 @@ class SegmentDataset(Dataset):
             self._ram = list(ex.map(load, range(len(self))))
         mb = sum(r[0].nbytes for r in self._ram if r is not None) / 2**20
         LOGGER.info(f"{self.prefix}cached {len(self)} images in RAM ({mb:.0f} MB)")
+
+    def disk_cache_file(self, i: int) -> Path:
+        """cache=disk: the decoded, resized image ``i`` beside it, e.g. ``photo.jpg.640.npz``."""
+        f = Path(self.im_files[i])
+        return f.with_name(f"{f.name}.{self.imgsz}.npz")
+
+    def _disk_cache_fresh(self, i: int) -> bool:
+        c = self.disk_cache_file(i)
+        try:
+            return c.stat().st_mtime >= Path(self.im_files[i]).stat().st_mtime
+        except OSError:
+            return False
+
+    def _write_disk_cache(self, i: int, img: np.ndarray, ori) -> None:
+        from yoloseg.utils.files import atomic_path
+
+        with atomic_path(self.disk_cache_file(i)) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, img=img, ori=np.asarray(ori, np.int64))
+
+    def _cache_disk(self) -> None:
+        """Decode and resize every image once into an .npz beside it (rebuilt when the image is newer);
+        later runs at the same imgsz read those instead of decoding. A folder that cannot be written is
+        reported once and read as usual."""
+        todo = [i for i in range(len(self)) if not self._disk_cache_fresh(i)]
+
+        def build(i):
+            try:
+                img, ori = self._read_resized(i)
+            except BadSample:
+                return 0
+            self._write_disk_cache(i, img, ori)
+            return img.nbytes
+
+        try:
+            with ThreadPoolExecutor(4) as ex:
+                written = sum(ex.map(build, todo))
+        except OSError as e:
+            LOGGER.warning(f"{self.prefix}cache=disk: cannot write beside the images ({e}); reading the images")
+            return
+        self._disk = True
+        LOGGER.info(f"{self.prefix}cache=disk: {len(todo)} of {len(self)} images written ({written / 2**20:.0f} MB), "
+                    f"as <image>.{self.imgsz}.npz beside each image")
+
+    def _read_disk_cached(self, i: int):
+        if self._disk_cache_fresh(i):
+            try:
+                with np.load(self.disk_cache_file(i)) as z:
+                    return z["img"], tuple(int(v) for v in z["ori"])
+            except (OSError, ValueError, KeyError, EOFError):
+                pass  # a damaged cache file: decode the image and write it again
+        img, ori = self._read_resized(i)
+        try:
+            self._write_disk_cache(i, img, ori)
+        except OSError:
+            pass
+        return img, ori
 
     def __len__(self) -> int:
         return len(self.im_files)
@@ -246,7 +307,9 @@ class SegmentDataset(Dataset):
     def load_sample(self, i: int) -> dict:
         """Image ``i`` resized so its long side is ``imgsz`` with its polygons in pixels of that image."""
         cached = self._ram[i] if self._ram is not None else None
-        img, ori = cached if cached is not None else self._read_resized(i)
+        if cached is None:
+            cached = self._read_disk_cached(i) if self._disk else self._read_resized(i)
+        img, ori = cached
         h, w = img.shape[:2]
         lab = self.labels[i]
         return {
