@@ -74,6 +74,21 @@ py::dict rle_to_py(uint64_t h, uint64_t w, const R::Counts& cnts) {
   return d;
 }
 
+// [{"size": [h, w], "counts": s} for s in strs]
+py::list rle_dicts(uint64_t h, uint64_t w, const std::vector<std::string>& strs) {
+  py::list out;
+  for (const auto& s : strs) {
+    py::dict d;
+    py::list size;
+    size.append(h);
+    size.append(w);
+    d["size"] = size;
+    d["counts"] = py::str(s);
+    out.append(d);
+  }
+  return out;
+}
+
 py::list encode_masks(py::array_t<uint8_t> masks) {
   if (masks.ndim() != 3) throw py::value_error("masks must have shape (N, H, W)");
   const auto n = masks.shape(0), h = masks.shape(1), w = masks.shape(2);
@@ -88,17 +103,7 @@ py::list encode_masks(py::array_t<uint8_t> masks) {
       R::to_string(cnts.data(), cnts.size(), strs[i]);
     }
   }
-  py::list out;
-  for (auto& s : strs) {
-    py::dict d;
-    py::list size;
-    size.append(h);
-    size.append(w);
-    d["size"] = size;
-    d["counts"] = py::str(s);
-    out.append(d);
-  }
-  return out;
+  return rle_dicts(h, w, strs);
 }
 
 py::array_t<uint8_t> decode_masks(py::handle objs) {
@@ -248,17 +253,7 @@ py::list encode_windows(py::array_t<uint8_t, py::array::c_style | py::array::for
       R::to_string(cnts.data(), cnts.size(), strs[i]);
     }
   }
-  py::list out;
-  for (auto& s : strs) {
-    py::dict d;
-    py::list sz;
-    sz.append(h);
-    sz.append(w);
-    d["size"] = sz;
-    d["counts"] = py::str(s);
-    out.append(d);
-  }
-  return out;
+  return rle_dicts(h, w, strs);
 }
 
 py::list counts_of(py::handle objs) {
