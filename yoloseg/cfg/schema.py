@@ -184,6 +184,8 @@ _SETTINGS = [
     # val
     _v("split", "val", "str", "data split that val evaluates", choices=("train", "val", "test")),
     _v("save_json", False, "bool", "write COCO-format results JSON"),
+    _v("save_txt", False, "bool", "write the predictions as YOLO-format label files (class, polygon) per image"),
+    _v("save_conf", False, "bool", "add the confidence to each saved label line"),
     _v("conf", None, "float?", "minimum confidence of a detection (empty: 0.25 when predicting, 0.001 when "
        "validating)", "[0,1]"),
     _v("iou", 0.7, "float", "IoU above which NMS drops the lower-scoring box", "[0,1]"),
@@ -198,8 +200,6 @@ _SETTINGS = [
     _p("classes", None, "int|list[int]?", "keep only these class ids", ">=0"),
     _p("retina_masks", False, "bool", "decode masks straight to the original image size"),
     _p("show", False, "bool", "show annotated images in a window"),
-    _p("save_txt", False, "bool", "write YOLO-format label files (class, polygon) per image"),
-    _p("save_conf", False, "bool", "add the confidence to each saved label line"),
     _p("save_crop", False, "bool", "save a crop of every detection"),
     _p("save_frames", False, "bool", "with video sources, also save each annotated frame as an image "
        "(<video>_frames/<video>_<frame>.jpg)"),

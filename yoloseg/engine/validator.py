@@ -91,7 +91,7 @@ def _compiled_crops(*tensors) -> bool:
     return available(*tensors) and all(torch.isfinite(t).all() for t in tensors)
 
 
-def masks_to_original(protos, coeffs, boxes_orig, input_hw, ratio_pad, orig_hw) -> list:
+def masks_to_original(protos, coeffs, boxes_orig, input_hw, ratio_pad, orig_hw, polygons: bool = False):
     """RLEs of the detections' masks at the original image size.
 
     protos (nm, h, w), coeffs (n, nm), boxes_orig (n, 4) xyxy in original pixels; ``ratio_pad`` =
@@ -102,10 +102,13 @@ def masks_to_original(protos, coeffs, boxes_orig, input_hw, ratio_pad, orig_hw) 
     are composed once per image into one (h0, h) and one (w0, w) matrix, and each detection's logits are
     computed only inside its box. On the CPU the compiled mask kernel runs the same chain (float32) into
     packed box crops, which are encoded without ever building a full-size mask.
+
+    With ``polygons=True`` returns ``(rles, polygons)``: also each mask's "largest" outer contour,
+    (K, 2) float32 in original pixels, traced from the same crops.
     """
     n = len(coeffs)
     if n == 0:
-        return []
+        return ([], []) if polygons else []
     h0, w0 = int(orig_hw[0]), int(orig_hw[1])
     H, W = int(input_hw[0]), int(input_hw[1])
     (gy, gx), (px, py) = ratio_pad
@@ -121,8 +124,14 @@ def masks_to_original(protos, coeffs, boxes_orig, input_hw, ratio_pad, orig_hw) 
         p = protos.detach().float().contiguous().cpu().numpy()
         c = coeffs.detach().float().contiguous().cpu().numpy()
         b = boxes_orig.detach().float().contiguous().cpu().numpy()
-        crops, regions, offsets, _ = C.decode_mask_crops(p, c, b, h0, w0, 4, top, left, nh, nw, num_threads())
-        return C.rle_encode_windows(crops, regions, offsets, h0, w0, num_threads())
+        crops, regions, offsets, windows = C.decode_mask_crops(p, c, b, h0, w0, 4, top, left, nh, nw, num_threads())
+        rles = C.rle_encode_windows(crops, regions, offsets, h0, w0, num_threads())
+        if not polygons:
+            return rles
+        from yoloseg.ops.polygons import split_points
+
+        pts, ends = C.crop_polygons(crops, regions, offsets, windows, "largest", num_threads())
+        return rles, split_points(pts.astype(np.float32), ends)
     ay = _axis_map(ph, H, top, nh, h0)  # (h0, ph)
     ax = _axis_map(pw, W, left, nw, w0)  # (w0, pw)
     # proto rows/cols that each output row/col reads (contiguous, non-decreasing)
@@ -151,7 +160,18 @@ def masks_to_original(protos, coeffs, boxes_orig, input_hw, ratio_pad, orig_hw) 
         windows.append(win > 0)
         regions[k] = (c0[k], r0[k], c1[k], r1[k])
     # only the box windows are encoded: a mask is zero outside its box
-    return rle.encode_windows(windows, regions, h0, w0)
+    rles = rle.encode_windows(windows, regions, h0, w0)
+    if not polygons:
+        return rles
+    from yoloseg.ops import masks_to_polygons
+
+    polys = []
+    for win, (x0, y0, _, _) in zip(windows, regions.tolist()):
+        if win is None:
+            polys.append(np.zeros((0, 2), np.float32))
+        else:
+            polys.append(masks_to_polygons(win[None], "largest")[0] + np.array([x0, y0], np.float32))
+    return rles, polys
 
 
 class Validator:
@@ -490,17 +510,41 @@ class Validator:
             lab = labels.get(f, {"cls": [], "segments": []})
             polys = [np.asarray(s, np.float64).reshape(-1, 2) * (ori[1], ori[0]) for s in lab["segments"]]
             ev.add_ground_truth(image_id, ori, lab["cls"], polys, file_name=Path(f).name)
+        save_txt = bool(self._c("save_txt", False)) and self.dataloader is None  # standalone val only
+        polys = []
         if len(det):
             boxes = ops.scale_boxes(input_hw, det[:, :4].clone(), ori, ratio_pad=batch["ratio_pad"][i])
-            rles = masks_to_original(protos_i, det[:, 6:], boxes, input_hw, batch["ratio_pad"][i], ori)
+            out = masks_to_original(protos_i, det[:, 6:], boxes, input_hw, batch["ratio_pad"][i], ori,
+                                    polygons=save_txt)
+            rles, polys = out if save_txt else (out, [])
             ev.add_predictions(image_id, boxes, det[:, 4], det[:, 5], rles)
         else:
             boxes = det[:, :4]
+        if save_txt:
+            self._save_txt(f, ori, det, polys)
         gcls, gbox = ev._gt[image_id][0], ev._gt[image_id][1]
         gxyxy = np.concatenate([gbox[:, :2], gbox[:, :2] + gbox[:, 2:]], 1) if len(gbox) else np.zeros((0, 4))
         keep = ~ev._gt[image_id][3]
         self.confusion.process(boxes.cpu().numpy(), det[:, 4].cpu().numpy(), det[:, 5].cpu().numpy(),
                                gxyxy[keep], gcls[keep])
+
+    def _save_txt(self, f, ori, det, polys) -> None:
+        """labels/<image stem>.txt: one YOLO-seg line per detection, ``cls x1 y1 ...`` (polygon in original
+        pixels normalized by the image size, "largest" contour; ``save_conf`` adds the score). Detections
+        whose polygon has fewer than 3 points are left out; an image without lines gets an empty file."""
+        from yoloseg.utils.files import atomic_write_bytes
+
+        h0, w0 = ori
+        save_conf = bool(self._c("save_conf", False))
+        lines = []
+        for (score, c), poly in zip(det[:, 4:6].tolist(), polys):
+            if len(poly) < 3:
+                continue
+            xy = np.clip(poly / np.array([w0, h0], np.float32), 0, 1).reshape(-1).tolist()
+            lines.append(f"{int(c)} " + " ".join(f"{v:.6g}" for v in xy) + (f" {score:.6g}" if save_conf else ""))
+        path = self._ensure_save_dir() / "labels" / f"{Path(f).stem}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, ("\n".join(lines) + "\n" if lines else "").encode())
 
     def _plots_on(self, external: bool) -> bool:
         """Plots are drawn when ``plots`` is set; with a caller's dataloader (training) only when the caller
