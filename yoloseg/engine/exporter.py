@@ -235,7 +235,7 @@ class Exporter:
         fmt = self._format()
         end2end = bool(self._c("end2end", False)) or bool(self._c("nms", False))  # nms=True: the Ultralytics name
         if end2end and fmt != "onnx":
-            raise ValueError("end2end=True is only available for format=onnx")
+            raise ValueError("end2end=True (or nms=True) is only available for format=onnx")
         opset = self._opset() if fmt == "onnx" else None
         if fmt == "onnx":
             try:
