@@ -174,3 +174,13 @@ def test_exported_file_is_kept_as_a_path(tmp_path):
     for call in (m.info, m.fuse, m.train, m.export):
         with pytest.raises(ValueError, match="exported file"):
             call()
+
+
+def test_missing_official_checkpoint_says_weights_are_not_downloaded(tmp_path, monkeypatch):
+    from yoloseg import YOLO
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not download weights.*yolo11s-seg.yaml"):
+        YOLO("yolo11s-seg.pt")
+    with pytest.raises(FileNotFoundError, match=r"model file 'other.pt' not found$"):
+        YOLO("other.pt")

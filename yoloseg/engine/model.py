@@ -15,6 +15,7 @@ once. The engine classes come from the task (`yoloseg.tasks`), never from a task
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 __all__ = ["YOLO", "EXPORTED_SUFFIXES"]
@@ -102,7 +103,12 @@ class YOLO:
         from yoloseg.tasks import get_task
 
         if not Path(path).is_file():
-            raise FileNotFoundError(f"model file {path!r} not found")
+            hint = ""
+            if Path(path).parent == Path(".") and re.fullmatch(r"yolo11[nsmlx]-seg\.pt", Path(path).name):
+                # an official checkpoint name: yoloseg never downloads weights
+                hint = (f"; yoloseg does not download weights: put the official {Path(path).name} here (or give its"
+                        f" path), or start from {Path(path).stem}.yaml to train from scratch")
+            raise FileNotFoundError(f"model file {path!r} not found{hint}")
         if task is not None:
             get_task(task)  # registers the task's layer types before the checkpoint's model is rebuilt
         try:
