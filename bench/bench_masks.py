@@ -97,16 +97,16 @@ def test_masks_to_polygons(benchmark, threads, name, strategy, source):
         benchmark.pedantic(fn, (masks, strategy), rounds=rounds(name), warmup_rounds=1)
 
 
-@pytest.mark.parametrize("path", ["kernel-crops", "numpy-dense"])
+@pytest.mark.parametrize("path", ["kernel-crops", "numpy"])
 def test_val_masks_to_original_rle(benchmark, threads, path, monkeypatch):
     """What val does per image: 300 masks of a 480x640 photo (letterboxed to 480x640 input) decoded at the
     original size and RLE-encoded. kernel-crops: the mask kernel into box crops, encoded from the crops;
-    numpy-dense: the composed resize matrices in numpy and full-size masks encoded (the portable path)."""
-    import yoloseg.engine.validator as validator_module
+    numpy: the portable path (the two resizes composed per axis in numpy, box windows encoded)."""
+    import yoloseg.engine.val_masks as val_masks_module
 
     benchmark.group = f"val masks_to_original 300 -> 480x640 RLE threads={threads}"
-    if path == "numpy-dense":
-        monkeypatch.setattr(validator_module, "_compiled_crops", lambda *t: False)
+    if path == "numpy":
+        monkeypatch.setattr(val_masks_module, "_compiled_crops", lambda *t: False)
     protos, coeffs, boxes = detections(N, (120, 160), (480, 640))
     args = (protos, coeffs, boxes, (480, 640), ((1.0, 1.0), (0, 0)), (480, 640))
-    benchmark.pedantic(validator_module.masks_to_original, args, rounds=10, warmup_rounds=1)
+    benchmark.pedantic(val_masks_module.masks_to_original, args, rounds=10, warmup_rounds=1)

@@ -139,10 +139,10 @@ def test_bad_labels_never_crash(tmp_path):
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["kernel", "numpy"])
 def test_masks_to_original_matches_interpolate_oracle(compiled, monkeypatch):
-    import yoloseg.engine.validator as validator_module
+    import yoloseg.engine.val_masks as val_masks_module
 
     if not compiled:
-        monkeypatch.setattr(validator_module, "_compiled_crops", lambda *t: False)
+        monkeypatch.setattr(val_masks_module, "_compiled_crops", lambda *t: False)
     torch.manual_seed(0)
     protos = torch.randn(32, 28, 40)
     coeffs = torch.randn(20, 32) * 0.4
@@ -188,10 +188,10 @@ def test_save_txt_writes_the_predictions_as_label_files(synth_yaml, tmp_path, co
     import cv2
     import numpy as np
 
-    import yoloseg.engine.validator as validator_module
+    import yoloseg.engine.val_masks as val_masks_module
 
     if not compiled:
-        monkeypatch.setattr(validator_module, "_compiled_crops", lambda *t: False)
+        monkeypatch.setattr(val_masks_module, "_compiled_crops", lambda *t: False)
     loader = _loader(synth_yaml, imgsz=160, batch=4)
     cfg = _cfg(data=str(synth_yaml), imgsz=160, batch=4, save_txt=True, save_conf=True, project=str(tmp_path),
                name="v", exist_ok=False, split="val", device="cpu", half=False)
