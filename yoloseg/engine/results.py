@@ -233,6 +233,18 @@ class Masks(_Data):
         return [p / scale for p in self.xy]
 
 
+def label_lines(cls, confs, polys, save_conf: bool = False) -> list[str]:
+    """YOLO-seg label lines ``cls x1 y1 x2 y2 ...`` from normalized polygons (optional conf last); polygons
+    with fewer than 3 points are left out (no loader accepts them)."""
+    lines = []
+    for c, cf, poly in zip(cls, confs, polys):
+        if len(poly) < 3:
+            continue
+        vals = " ".join(f"{v:.6g}" for v in np.asarray(poly).reshape(-1).tolist())
+        lines.append(f"{int(c)} {vals}" + (f" {float(cf):.6g}" if save_conf else ""))
+    return lines
+
+
 def polygons_to_image(polys, mask_shape, orig_shape, normalize=False) -> list[np.ndarray]:
     """Map polygons from mask pixels (letterbox or original resolution) to the original image, clipped."""
     polys = [np.asarray(p, np.float32).reshape(-1, 2) for p in polys]
@@ -400,17 +412,12 @@ class Results:
         b = self.boxes.cpu()
         cls = np.asarray(b.cls).astype(int).tolist()
         confs = np.asarray(b.conf, dtype=np.float64).tolist()
-        lines = []
         if self.masks is not None:
-            for c, cf, poly in zip(cls, confs, self.masks.xyn):
-                if len(poly) < 3:
-                    continue
-                vals = " ".join(f"{v:.6g}" for v in poly.reshape(-1).tolist())
-                lines.append(f"{c} {vals}" + (f" {cf:.6g}" if save_conf else ""))
-        else:
-            for c, cf, box in zip(cls, confs, np.asarray(b.xywhn).tolist()):
-                vals = " ".join(f"{v:.6g}" for v in box)
-                lines.append(f"{c} {vals}" + (f" {cf:.6g}" if save_conf else ""))
+            return label_lines(cls, confs, self.masks.xyn, save_conf)
+        lines = []
+        for c, cf, box in zip(cls, confs, np.asarray(b.xywhn).tolist()):
+            vals = " ".join(f"{v:.6g}" for v in box)
+            lines.append(f"{c} {vals}" + (f" {cf:.6g}" if save_conf else ""))
         return lines
 
     def save_txt(self, txt_file, save_conf: bool = False) -> str:

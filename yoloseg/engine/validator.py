@@ -420,16 +420,13 @@ class Validator:
         """labels/<image stem>.txt: one YOLO-seg line per detection, ``cls x1 y1 ...`` (polygon in original
         pixels normalized by the image size, "largest" contour; ``save_conf`` adds the score). Detections
         whose polygon has fewer than 3 points are left out; an image without lines gets an empty file."""
+        from yoloseg.engine.results import label_lines
         from yoloseg.utils.files import atomic_write_bytes
 
         h0, w0 = ori
-        save_conf = bool(self._c("save_conf", False))
-        lines = []
-        for (score, c), poly in zip(det[:, 4:6].tolist(), polys):
-            if len(poly) < 3:
-                continue
-            xy = np.clip(poly / np.array([w0, h0], np.float32), 0, 1).reshape(-1).tolist()
-            lines.append(f"{int(c)} " + " ".join(f"{v:.6g}" for v in xy) + (f" {score:.6g}" if save_conf else ""))
+        scale = np.array([w0, h0], np.float32)
+        lines = label_lines(det[:, 5].tolist(), det[:, 4].tolist(), [np.clip(p / scale, 0, 1) for p in polys],
+                            bool(self._c("save_conf", False)))
         path = self._ensure_save_dir() / "labels" / f"{Path(f).stem}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, ("\n".join(lines) + "\n" if lines else "").encode())
