@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import pytest
 import torch
+from tolerances import assert_close_result_boxes, assert_close_xyxy
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -73,7 +74,7 @@ def _assert_matches(outs, refs, max_det):
     for b, (det, ref_masks) in enumerate(refs):
         n = int(num[b])
         assert n == len(det)
-        torch.testing.assert_close(boxes[b, :n], det[:, :4], atol=1e-3, rtol=0)
+        assert_close_xyxy(boxes[b, :n], det[:, :4], "end2end boxes")  # letterboxed-input pixels
         torch.testing.assert_close(scores[b, :n], det[:, 4], atol=1e-5, rtol=0)
         assert torch.equal(classes[b, :n], det[:, 5].long())
         # padding rows: zeros and class -1
@@ -120,20 +121,24 @@ def test_end2end_dynamic_batch2_and_predict(yolo, wdir):
     _assert_matches(outs, refs, 50)
 
     # YOLO(file).predict skips our NMS; boxes equal, masks decoded from the probability maps stay close
+    from yoloseg.data.letterbox import LetterBox
+
     m = YOLO(path)
     assert m.overrides["conf"] == 0.05 and m.overrides["imgsz"] == 320
+    img = cv2.imread(str(COFFEE))
+    lb_shape = LetterBox(320, auto=True, stride=32)(img)[0].shape[:2]  # dynamic file: the minimal letterbox
     for retina in (False, True):
         want = yolo.predict(str(COFFEE), conf=0.05, verbose=False, retina_masks=retina)[0]
         got = m.predict(str(COFFEE), verbose=False, retina_masks=retina)[0]
         assert len(got.boxes.data) == len(want.boxes.data) > 0
-        torch.testing.assert_close(got.boxes.data, want.boxes.data, atol=1e-3, rtol=0)
+        assert_close_result_boxes(got.boxes.data, want.boxes.data, lb_shape, img.shape[:2])
         a, b = got.masks.data, want.masks.data
         ious = (a & b).flatten(1).sum(1).float() / (a | b).flatten(1).sum(1).float()
         assert float(ious.min()) >= 0.95 and float(ious.mean()) >= 0.97, ious
     # a higher conf than the built-in one filters exactly
     hi = m.predict(str(COFFEE), conf=0.08, verbose=False)[0]
     ref_hi = yolo.predict(str(COFFEE), conf=0.08, verbose=False)[0]
-    torch.testing.assert_close(hi.boxes.data, ref_hi.boxes.data, atol=1e-3, rtol=0)
+    assert_close_result_boxes(hi.boxes.data, ref_hi.boxes.data, lb_shape, img.shape[:2])
 
 
 class _Fixed(torch.nn.Module):

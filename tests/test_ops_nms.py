@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tolerances import PIXEL_ATOL, PIXEL_RTOL, xyxy_magnitude
 
 from yoloseg import ops
 from yoloseg.ops import reference as ref
@@ -257,14 +258,17 @@ def test_non_max_suppression_nm_zero_and_tuple_input():
 
 
 def _match_rows(got: np.ndarray, want: np.ndarray):
-    """Every fixture row has a row of ours with the same class, box within 1e-3 px, conf within 1e-5."""
+    """Every fixture row has a row of ours with the same class, box within the xyxy pixel bound of
+    tests/tolerances.py (the input is the fixture's own det, so only NMS's arithmetic differs), conf within
+    1e-5."""
     assert got.shape == want.shape
     used = np.zeros(len(got), bool)
-    for row in want:
+    box_bound = 1.5 * PIXEL_ATOL + PIXEL_RTOL * xyxy_magnitude(want[:, :4])
+    for row, bound in zip(want, box_bound):
         close = (
             ~used
             & (got[:, 5] == row[5])
-            & (np.abs(got[:, :4] - row[:4]).max(1) < 1e-3)
+            & (np.abs(got[:, :4] - row[:4]) <= bound).all(1)
             & (np.abs(got[:, 4] - row[4]) < 1e-5)
         )
         assert close.any(), f"fixture detection {row[:6]} not found"
