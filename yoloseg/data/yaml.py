@@ -11,9 +11,6 @@ image extension for ``.txt`` (:func:`img2label_paths`).
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-import urllib.request
 from pathlib import Path
 
 import yaml
@@ -129,8 +126,12 @@ def _offline() -> bool:
     return os.environ.get("YOLOSEG_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
-def _download(url: str, dest: Path, yaml_file: Path) -> None:
-    """Fetch ``url`` (an archive) and unpack it into ``dest``; any failure raises a clear error."""
+def _download(url: str, dest: Path, yaml_file: Path, sha256=None) -> None:
+    """Fetch ``url`` (an archive) and unpack it into ``dest`` with the checks of :mod:`yoloseg.utils.archive`;
+    any failure raises a clear error naming the data YAML and the URL."""
+    from yoloseg.data.download import ChecksumError, DownloadError, check_sha256, download_file
+    from yoloseg.utils.archive import UnsafeArchiveError, extract_archive, unpack_limits
+
     hint = f"download it yourself and unpack it into {dest}, or fix 'path' in {yaml_file}"
     if _offline():
         raise FileNotFoundError(
@@ -141,18 +142,28 @@ def _download(url: str, dest: Path, yaml_file: Path) -> None:
         raise FileNotFoundError(
             f"data YAML {yaml_file}: 'download' must be an http(s) URL of an archive, got {url!r}; {hint}"
         )
-    dest.mkdir(parents=True, exist_ok=True)
-    name = url.rstrip("/").rpartition("/")[2] or "download"
+    sha256 = check_sha256(sha256, f"data YAML {yaml_file}: 'download_sha256'")
+    unpack_limits()  # a malformed cap setting is reported before anything is fetched
+    name = url.split("?")[0].rstrip("/").rpartition("/")[2] or "download"
+    archive = dest / f".{name}.download"
     try:
-        with tempfile.TemporaryDirectory(dir=dest) as tmp:
-            archive = Path(tmp) / name
-            with urllib.request.urlopen(url, timeout=30) as r, open(archive, "wb") as f:
-                shutil.copyfileobj(r, f)
-            shutil.unpack_archive(str(archive), str(dest))
-    except Exception as e:  # any network/archive failure becomes one clear message
-        raise FileNotFoundError(
-            f"data YAML {yaml_file}: downloading {url} failed ({type(e).__name__}: {e}); {hint}"
-        ) from e
+        download_file(url, archive, sha256=sha256, desc=name)
+    except DownloadError as e:  # the data set is still missing
+        raise FileNotFoundError(f"data YAML {yaml_file}: {e}; {hint}") from e
+    except ChecksumError as e:
+        raise ChecksumError(f"data YAML {yaml_file}: 'download_sha256' does not match: {e}") from None
+    except Exception as e:  # anything unforeseen still names the YAML and the URL
+        raise FileNotFoundError(f"data YAML {yaml_file}: downloading {url} failed ({type(e).__name__}: {e}); "
+                                f"{hint}") from e
+    try:
+        extract_archive(archive, dest)
+    except UnsafeArchiveError as e:
+        where = f"member {e.member!r}: " if e.member is not None else ""
+        raise UnsafeArchiveError(e.archive, e.member, e.reason, message=(
+            f"data YAML {yaml_file}: the archive downloaded from {url} was refused and nothing was unpacked: "
+            f"{where}{e.reason}")) from None
+    finally:
+        archive.unlink(missing_ok=True)
 
 
 def check_data_yaml(path_or_name) -> dict:
@@ -213,7 +224,7 @@ def check_data_yaml(path_or_name) -> dict:
         url = cfg.get("download")
         if not url:
             raise FileNotFoundError(f"data YAML {yaml_file}: missing {', '.join(missing)} and no 'download' key")
-        _download(str(url), root.parent if root.name else root, yaml_file)
+        _download(str(url), root.parent if root.name else root, yaml_file, cfg.get("download_sha256"))
         still = [p for p in missing if not Path(p).exists()]
         if still:
             raise FileNotFoundError(
