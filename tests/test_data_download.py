@@ -272,6 +272,15 @@ def test_good_archive_merges_into_an_existing_set_folder(server, home, fmt):
     assert (home / "datasets" / "myset" / "images" / "train" / "a0.jpg").is_file()
 
 
+def test_clash_with_an_existing_file_moves_nothing(server, home):
+    (home / "datasets" / "myset" / "labels").mkdir(parents=True)
+    (home / "datasets" / "myset" / "labels" / "val").write_text("a file where the archive has a folder")
+    inside = _listing(home / "datasets")
+    with pytest.raises(FileNotFoundError, match="labels/val: it is a file and the archive has a folder"):
+        check_data_yaml(_yaml(home, server.serve("/s.zip", _zip(_good_entries()))))
+    assert _listing(home / "datasets") == inside  # images/ sorts first but was not moved either
+
+
 def test_dotdot_member_is_refused(server, home, fmt):
     body, ext = _pack(fmt, [*_good_entries(), ("file", "../../zs_escaped.txt", b"escaped")])
     _refused(home, server.serve("/dd" + ext, body), "../../zs_escaped.txt", "resolves outside the destination")
@@ -309,6 +318,28 @@ def test_symlink_out_then_write_through_it_is_refused(server, home, fmt, link):
     body, ext = _pack(fmt, entries)
     _refused(home, server.serve("/sym" + ext, body), bad, why)
     assert os.listdir(victim_dir) == [] and not list(home.parent.parent.rglob("pwned.txt"))
+
+
+def test_links_that_outgrow_path_max_are_refused(server, home, tar_fmt):
+    """Links whose expansion is longer than PATH_MAX: a resolver that gives up there (os.path.realpath, hence
+    tarfile's data filter before CVE-2025-4517 was fixed, as in Python 3.11.7) takes the last link for a plain
+    name and misses that "escape" points two folders above the destination."""
+    comp, steps = "d" * 247, "abcdefghijklmnop"
+    entries, path = [], ""
+    for s in steps:
+        entries += [("dir", f"{path}{comp}"), ("sym", f"{path}{s}", comp)]
+        path += comp + "/"
+    longlink = "/".join([*steps, "l" * 254])
+    entries += [("sym", longlink, "/".join([".."] * len(steps))), ("sym", "escape", longlink + "/../.."),
+                ("file", "escape/flag.txt", b"escaped")]
+    _refused(home, server.serve("/long.tar", _tar(entries, mode="w")), None, "longer than 4000 characters")
+    assert not list(home.parent.parent.rglob("flag.txt"))
+
+
+def test_empty_names_are_refused(server, home, tar_fmt):
+    for entries in ([("sym", "", "..")], [("file", "./", b"x")], [("hard", "myset/x", ".")]):
+        body = _tar([*_good_entries(), *entries], mode="w")
+        _refused(home, server.serve("/empty.tar", body), entries[0][1], "destination folder itself")
 
 
 @pytest.mark.parametrize("absolute", [False, True])

@@ -61,7 +61,8 @@ def _bar(total: int | None, initial: int, desc: str, progress: bool):
 def _attempt(url: str, part: Path, timeout: float, progress: bool, desc: str) -> None:
     """One request: resume ``part`` when the server allows it, else start again. Raises on any failure."""
     have = part.stat().st_size if part.exists() else 0
-    req = urllib.request.Request(url, headers={"User-Agent": "yoloseg", **({"Range": f"bytes={have}-"} if have else {})})
+    headers = {"User-Agent": "yoloseg", **({"Range": f"bytes={have}-"} if have else {})}
+    req = urllib.request.Request(url, headers=headers)
     try:
         r = urllib.request.urlopen(req, timeout=timeout)
     except urllib.error.HTTPError as e:

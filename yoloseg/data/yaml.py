@@ -162,6 +162,9 @@ def _download(url: str, dest: Path, yaml_file: Path, sha256=None) -> None:
         raise UnsafeArchiveError(e.archive, e.member, e.reason, message=(
             f"data YAML {yaml_file}: the archive downloaded from {url} was refused and nothing was unpacked: "
             f"{where}{e.reason}")) from None
+    except OSError as e:  # a clash with what is already there, a full disk
+        raise FileNotFoundError(f"data YAML {yaml_file}: unpacking the archive downloaded from {url} failed ({e}); "
+                                f"{hint}") from e
     finally:
         archive.unlink(missing_ok=True)
 

@@ -21,6 +21,7 @@ written one by one with the checks above instead, so such members are refused, n
 from __future__ import annotations
 
 import copy
+import errno
 import os
 import re
 import shutil
@@ -167,23 +168,36 @@ class _Guard:
                 todo.extend(reversed([p for p in target.split("/") if p not in ("", ".")]))
         return cur
 
-    def check_path(self, name: str) -> str:
+    def check_path(self, name: str, is_dir: bool = False) -> str:
         """The real path a regular file or folder member ``name`` would be written to (links followed)."""
-        return os.path.join(self.root, *self.resolve(name, name))
+        parts = self.resolve(name, name)
+        if not parts and not is_dir:
+            self.refuse(name, "its name is empty (it would replace the destination folder itself)")
+        return os.path.join(self.root, *parts)
+
+    def check_link_name(self, name: str) -> list[str]:
+        """The components of a link member's own path: its folder with links followed, then its last name."""
+        parts = self.resolve(name, name, follow_last=False)
+        if not parts:
+            self.refuse(name, "its name is empty (it would replace the destination folder itself)")
+        return parts
 
     def check_symlink(self, name: str, target: str) -> None:
-        if not target or os.path.isabs(target) or target.startswith(("/", os.sep)):
+        if not target:
+            self.refuse(name, "it is a symbolic link with an empty target")
+        if os.path.isabs(target) or target.startswith(("/", os.sep)):
             self.refuse(name, f"it is a symbolic link with an absolute target ({target!r})")
         if len(target) > MAX_PATH_CHARS:
             self.refuse(name, "its link target is too long")
-        parent = self.resolve(name, name, follow_last=False)[:-1]  # the folder the link is made in, links followed
+        parent = self.check_link_name(name)[:-1]  # the folder the link is made in, links followed
         self.resolve(name, "/".join([*parent, target]))
 
     def check_hardlink(self, name: str, target: str) -> None:
         if os.path.isabs(target) or target.startswith(("/", os.sep)):
             self.refuse(name, f"it is a hard link to an absolute path ({target!r})")
-        self.resolve(name, target)
-        self.resolve(name, name, follow_last=False)
+        if not self.resolve(name, target):
+            self.refuse(name, f"it is a hard link to the destination folder itself ({target!r})")
+        self.check_link_name(name)
 
 
 def _link_message(e: UnsafeArchiveError, target: str) -> UnsafeArchiveError:
@@ -208,7 +222,7 @@ def _tar_filter(guard: _Guard):
         linked = guard.sizes.get(os.path.normpath(member.linkname), 0) if member.islnk() else 0
         guard.count(name, member.size if member.isreg() else linked)
         if member.isreg() or member.isdir():
-            guard.check_path(name)
+            guard.check_path(name, member.isdir())
         elif member.issym():
             try:
                 guard.check_symlink(name, member.linkname)
@@ -279,15 +293,16 @@ def _extract_zip(archive: Path, guard: _Guard) -> None:
                     guard.check_symlink(name, target)
                 except UnsafeArchiveError as e:
                     raise _link_message(e, target) from None
-                parts = guard.resolve(name, name, follow_last=False)
+                parts = guard.check_link_name(name)
                 os.makedirs(os.path.join(guard.root, *parts[:-1]), exist_ok=True)
                 path = os.path.join(guard.root, *parts)
                 if os.path.lexists(path):
                     os.unlink(path)
                 os.symlink(target, path)
                 continue
-            path = guard.check_path(name)
-            if info.is_dir() or kind == stat.S_IFDIR:
+            is_dir = info.is_dir() or kind == stat.S_IFDIR
+            path = guard.check_path(name, is_dir)
+            if is_dir:
                 os.makedirs(path, exist_ok=True)
                 continue
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -305,18 +320,26 @@ def _extract_zip(archive: Path, guard: _Guard) -> None:
 # --- moving into place ------------------------------------------------------------------------------------------
 
 
-def _move_into(src: Path, dst: Path) -> None:
-    """Move every entry of folder ``src`` into folder ``dst``; folders that exist on both sides are merged."""
+def _move_into(src: Path, dst: Path, dry_run: bool = False) -> None:
+    """Move every entry of folder ``src`` into folder ``dst``; folders that exist on both sides are merged, files
+    replaced. With ``dry_run`` only look for a file/folder clash (FileExistsError), so that none is met midway."""
     for entry in sorted(os.listdir(src)):
         s, d = src / entry, dst / entry
-        if s.is_dir() and not s.is_symlink() and d.is_dir():
-            _move_into(s, d)
+        s_dir = s.is_dir() and not s.is_symlink()
+        if s_dir and d.is_dir():
+            _move_into(s, d, dry_run)
             continue
-        if d.is_dir() and not d.is_symlink():
-            raise FileExistsError(f"cannot unpack {entry!r}: {d} is a folder and the archive has a file there")
+        if os.path.lexists(d) and (s_dir or (d.is_dir() and not d.is_symlink())):
+            have, new = ("a file", "a folder") if s_dir else ("a folder", "a file")
+            raise FileExistsError(f"cannot unpack into {d}: it is {have} and the archive has {new} there; move it "
+                                  f"away and run again")
+        if dry_run:
+            continue
         try:
             os.replace(s, d)
-        except OSError:
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
             shutil.move(str(s), str(d))  # another file system (dst reached through a link of the user's)
 
 
@@ -364,6 +387,7 @@ def extract_archive(archive: str | Path, dest: str | Path, *, max_bytes: int | N
         except (tarfile.TarError, zipfile.BadZipFile, EOFError, RuntimeError, OSError, ValueError) as e:
             raise UnsafeArchiveError(archive, None, f"it could not be unpacked ({type(e).__name__}: {e})") from e
         top = sorted(os.listdir(tmp))
+        _move_into(tmp, dest, dry_run=True)
         _move_into(tmp, dest)
         return [dest / t for t in top]
     finally:
