@@ -248,7 +248,8 @@ def _tar_filter(guard: _Guard):
             out.mode = (mode if mode & 0o100 else mode & ~0o111) | 0o600
         else:
             out.mode = 0o755  # folders (links keep none): readable and removable whatever the archive says
-        out.uid, out.gid, out.uname, out.gname = os.getuid(), os.getgid(), "", ""
+        if hasattr(os, "getuid"):  # tarfile changes owners only when run as root: keep them ours
+            out.uid, out.gid, out.uname, out.gname = os.getuid(), os.getgid(), "", ""
         return out
 
     return check
@@ -259,7 +260,7 @@ def _extract_tar(archive: Path, guard: _Guard) -> None:
         tar.errorlevel = 1
         check = _tar_filter(guard)
         if _TAR_DATA_FILTER:
-            tar.extractall(guard.root, filter=lambda m, p: check(m, p))
+            tar.extractall(guard.root, filter=check)
         else:
             members = (check(m, guard.root) for m in tar)
             if hasattr(tarfile, "fully_trusted_filter"):  # the switch is off on a Python that has filters
