@@ -2,7 +2,9 @@
 
 A data YAML has the keys ``path`` (root folder; relative values are resolved against the YAML's own
 folder), ``train``, ``val``, ``test`` (each a folder of images, a ``.txt`` list of image paths, or a list
-of those), ``names`` (a dict ``{id: name}`` or a list) and optionally ``nc`` and ``download``.
+of those), ``names`` (a dict ``{id: name}`` or a list) and optionally ``nc``, ``download`` (an http(s) URL of
+an archive, fetched and unpacked with the checks of :mod:`yoloseg.utils.archive` when a split is missing) and
+``download_sha256`` (that archive's SHA-256, checked before unpacking).
 
 Labels live beside the images: the last ``/images/`` path component is swapped for ``/labels/`` and the
 image extension for ``.txt`` (:func:`img2label_paths`).
