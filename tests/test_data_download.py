@@ -470,3 +470,19 @@ def test_extract_archive_direct_use_refuses_and_leaves_dest_alone(tmp_path):
         extract_archive(a, dest, max_files=0)
     a.write_bytes(_tar([("file", "ok.txt", b"1")], mode="w"))
     assert extract_archive(a, dest, max_bytes=1, max_files=1) == [dest / "ok.txt"]
+
+
+def test_archive_helper_is_the_only_extraction_site():
+    """Every unpack goes through yoloseg.utils.archive: no other module of the package or its plugins extracts."""
+    import re
+
+    repo = Path(__file__).resolve().parents[1]
+    pattern = re.compile(r"\bextractall\(|\bunpack_archive\(|\.extract\(|tarfile\.open\(|TarFile\(")
+    found = []
+    for top in ("yoloseg", "plugins", "bench"):
+        for f in (repo / top).rglob("*.py"):
+            if f.relative_to(repo).as_posix() != "yoloseg/utils/archive.py":
+                found += [f"{f.relative_to(repo)}:{i}" for i, line in enumerate(f.read_text().splitlines(), 1)
+                          if pattern.search(line)]
+    assert found == [], f"unpack archives with yoloseg.utils.archive.extract_archive, not directly: {found}"
+    assert pattern.search((repo / "yoloseg" / "utils" / "archive.py").read_text())  # the pattern does match
