@@ -14,7 +14,9 @@ Each instance becomes one polygon: every 8-connected part is traced with the com
 of the part's pixels around it, oriented against the outer border and linked in at the closest vertices,
 and the parts are linked the same way (:func:`yoloseg.ops.reference.join_contours`, the multi-part
 convention `yoloseg convert coco` uses). Points are pixel centres ``(x + 0.5, y + 0.5)`` divided by the mask
-width and height, so the training rasterizer fills back the traced pixels. A mask that cannot be used
+width and height, so the training rasterizer fills back the traced pixels; a part one pixel wide (no
+area between its pixel centres) becomes a thin rectangle around them. Parts are linked nearest first, as
+the links are drawn as lines when a polygon is filled. A mask that cannot be used
 (unreadable, colour, size differing from its class image, instance without a class) is reported per item
 and skipped; the conversion goes on.
 """
@@ -82,10 +84,41 @@ def _part_polygon(comp: np.ndarray) -> list:
     return [outer] + [_orient(h, -sign) for h in polys[1:] if len(h) >= 3]
 
 
+def _closest(a, b):
+    """(i, j) minimising |a[i] - b[j]| (float vertices; first in row-major order on ties)."""
+    d = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    i, j = np.unravel_index(int(d.argmin()), d.shape)
+    return int(i), int(j)
+
+
+def _gap(a, b) -> float:
+    i, j = _closest(a, b)
+    return float(((a[i] - b[j]) ** 2).sum())
+
+
+def _chain(polys: list) -> list:
+    """The parts in a short linking order: from the largest, each next one is the nearest to the last (links
+    are filled as lines by a rasterizer, so short links add fewer pixels). Beyond 32 parts, by centres."""
+    if len(polys) <= 2:
+        return polys
+    far = len(polys) > 32
+    centres = [p.mean(0) for p in polys]
+    left, order = list(range(1, len(polys))), [0]
+    while left:
+        last = order[-1]
+        dist = [float(((centres[last] - centres[k]) ** 2).sum()) if far else _gap(polys[last], polys[k]) for k in left]
+        order.append(left.pop(int(np.argmin(dist))))
+    return [polys[k] for k in order]
+
+
+THIN = 0.4  # half-width of the rectangle drawn for a part one pixel wide (covers its pixel centres only)
+
+
 def mask_polygon(mask: np.ndarray) -> np.ndarray:
     """(K, 2) float32 polygon in pixel-index coordinates covering the binary ``mask`` (H, W): every part and
-    hole joined into one polygon (see the module docstring); (0, 2) when the mask is empty."""
-    from yoloseg.ops.reference import closest_vertices, join_contours
+    hole joined into one polygon (see the module docstring); (0, 2) when the mask is empty. A part one pixel
+    wide (no area between its pixel centres) becomes the rectangle around its pixel centres, ``THIN`` wide."""
+    from yoloseg.ops.reference import join_contours
 
     m = np.ascontiguousarray(mask, dtype=np.uint8)
     n, lab, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
@@ -94,16 +127,17 @@ def mask_polygon(mask: np.ndarray) -> np.ndarray:
         x, y, w, h = (int(v) for v in stats[j, :4])
         comp = np.zeros((h + 2, w + 2), np.uint8)
         comp[1:-1, 1:-1] = lab[y : y + h, x : x + w] == j
-        rings = _part_polygon(comp)
+        rings = [r.astype(np.float64) + (x - 1, y - 1) for r in _part_polygon(comp)]
+        if len(rings[0]) < 3 or _signed_area(rings[0]) == 0:
+            (x0, y0), (x1, y1) = rings[0].min(0) - THIN, rings[0].max(0) + THIN
+            rings = [np.array([[x0, y0], [x0, y1], [x1, y1], [x1, y0]])]
         if sign is None:
             sign = np.sign(_signed_area(rings[0]))
         rings = [_orient(rings[0], sign)] + rings[1:]
-        for r in rings:
-            parts.append(r.astype(np.float32) + np.array([x - 1, y - 1], np.float32))
-    parts = [p for p in parts if len(p)]
+        parts.append(join_contours(rings, _closest) if len(rings) > 1 else rings[0])
     if not parts:
         return np.zeros((0, 2), np.float32)
-    return join_contours(parts, closest_vertices).astype(np.float32) if len(parts) > 1 else parts[0]
+    return (join_contours(_chain(parts), _closest) if len(parts) > 1 else parts[0]).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -205,11 +239,8 @@ def _convert_one(path: Path, rel: Path, out_dir: Path, mode, class_map, class_ma
         h, w = img.shape
         lines = []
         for c, m in _instances(img, mode, path.stem, class_map, class_img, offset, ignore, problems, tag):
-            poly = mask_polygon(m)
-            if len(poly) < 3 or _signed_area(poly) == 0:
-                problems.append((tag, f"an instance of class {c} is too thin to outline (< 3 points); skipped"))
-                continue
-            norm = np.clip((poly.astype(np.float64) + 0.5) / (w, h), 0.0, 1.0)
+            poly = mask_polygon(m).astype(np.float64)
+            norm = np.clip((poly + 0.5) / (w, h), 0.0, 1.0)
             lines.append(f"{c} " + " ".join(f"{v:.6f}" for v in norm.ravel().tolist()))
     except _Bad as e:
         return False, 0, problems + [(tag, f"{e}; skipped")]
