@@ -73,15 +73,9 @@ def _part_polygon(comp: np.ndarray) -> list:
     n, lab = cv2.connectedComponents((comp == 0).astype(np.uint8), connectivity=4)
     stack = [comp]
     if n > 2:  # background parts other than the one around the frame: holes
-        kernel = np.ones((3, 3), np.uint8)
-        outside = lab[0, 0]
-        for k in range(1, n):
-            if k != outside:  # the part's pixels bordering the hole: the hole grown by one pixel
-                stack.append(cv2.dilate((lab == k).astype(np.uint8), kernel))
+        stack += [(lab == k).astype(np.uint8) for k in range(1, n) if k != lab[0, 0]]
     polys = masks_to_polygons(np.stack(stack), "largest")
-    outer = polys[0]
-    sign = np.sign(_signed_area(outer))
-    return [outer] + [_orient(h, -sign) for h in polys[1:] if len(h) >= 3]
+    return [p.astype(np.float64) for p in polys]
 
 
 def _closest(a, b):
@@ -91,26 +85,56 @@ def _closest(a, b):
     return int(i), int(j)
 
 
-def _gap(a, b) -> float:
-    i, j = _closest(a, b)
-    return float(((a[i] - b[j]) ** 2).sum())
+def _insert(poly, part):
+    """``part`` linked into ``poly`` at their closest vertices by an edge walked there and back (the
+    multi-part convention of :func:`yoloseg.ops.reference.join_contours`, here onto the whole polygon)."""
+    i, j = _closest(poly, part)
+    rolled = np.roll(part, -j, axis=0)
+    return np.concatenate([poly[: i + 1], rolled, rolled[:1], poly[i:]])
 
 
-def _chain(polys: list) -> list:
-    """The parts in a short linking order: from the largest, each next one is the nearest to the last (links
-    are filled as lines by a rasterizer, so short links add fewer pixels). Beyond 32 parts, by centres."""
-    if len(polys) <= 2:
-        return polys
-    far = len(polys) > 32
-    centres = [p.mean(0) for p in polys]
-    left, order = list(range(1, len(polys))), [0]
+def _link(polys: list) -> np.ndarray:
+    """One polygon from several: from the first, the nearest remaining one is linked in at its closest
+    vertex, again and again (links are filled as lines by a rasterizer: short links add fewer pixels).
+    Beyond 32 parts they are chained in order of their centres' nearness instead."""
+    from yoloseg.ops.reference import join_contours
+
+    if len(polys) == 1:
+        return polys[0]
+    if len(polys) > 32:
+        centres = [p.mean(0) for p in polys]
+        left, order = list(range(1, len(polys))), [0]
+        while left:
+            d = [float(((centres[order[-1]] - centres[k]) ** 2).sum()) for k in left]
+            order.append(left.pop(int(np.argmin(d))))
+        return join_contours([polys[k] for k in order], _closest)
+    poly, left = polys[0], list(polys[1:])
     while left:
-        last = order[-1]
-        dist = [float(((centres[last] - centres[k]) ** 2).sum()) if far else _gap(polys[last], polys[k]) for k in left]
-        order.append(left.pop(int(np.argmin(dist))))
-    return [polys[k] for k in order]
+        gaps = []
+        for p in left:
+            i, j = _closest(poly, p)
+            gaps.append(float(((poly[i] - p[j]) ** 2).sum()))
+        poly = _insert(poly, left.pop(int(np.argmin(gaps))))
+    return poly
 
 
+def _grow(ring: np.ndarray, d: float) -> np.ndarray:
+    """A hole's outline (through its own pixel centres) with every edge moved ``d`` out of the hole, mitred at
+    the corners: the hole's pixels then lie inside the hole polygon and the part's pixels around it outside
+    (0.6, not 0.5: a pixel centre exactly half a pixel from an edge is a tie the rasterizer may fill).
+    A hole without area (a pixel, a line) becomes the rectangle around its pixel centres, ``d`` wider."""
+    if len(ring) < 3 or _signed_area(ring) == 0:
+        (x0, y0), (x1, y1) = ring.min(0) - d, ring.max(0) + d
+        return np.array([[x0, y0], [x0, y1], [x1, y1], [x1, y0]])
+    e = np.roll(ring, -1, 0) - ring
+    n = np.stack([e[:, 1], -e[:, 0]], 1) / np.maximum(np.hypot(e[:, 0], e[:, 1]), 1e-12)[:, None]
+    a, b = np.roll(n, 1, 0), n  # unit normals of the edges into and out of each vertex
+    step = (a + b) / np.maximum(1.0 + (a * b).sum(1), 0.5)[:, None]
+    out = ring + d * step
+    return out if abs(_signed_area(out)) > abs(_signed_area(ring)) else ring - d * step
+
+
+HOLE_GROW = 0.6  # how far a hole's outline moves out of the hole (see _grow)
 THIN = 0.4  # half-width of the rectangle drawn for a part one pixel wide (covers its pixel centres only)
 
 
@@ -118,8 +142,6 @@ def mask_polygon(mask: np.ndarray) -> np.ndarray:
     """(K, 2) float32 polygon in pixel-index coordinates covering the binary ``mask`` (H, W): every part and
     hole joined into one polygon (see the module docstring); (0, 2) when the mask is empty. A part one pixel
     wide (no area between its pixel centres) becomes the rectangle around its pixel centres, ``THIN`` wide."""
-    from yoloseg.ops.reference import join_contours
-
     m = np.ascontiguousarray(mask, dtype=np.uint8)
     n, lab, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
     parts, sign = [], None
@@ -133,11 +155,11 @@ def mask_polygon(mask: np.ndarray) -> np.ndarray:
             rings = [np.array([[x0, y0], [x0, y1], [x1, y1], [x1, y0]])]
         if sign is None:
             sign = np.sign(_signed_area(rings[0]))
-        rings = [_orient(rings[0], sign)] + rings[1:]
-        parts.append(join_contours(rings, _closest) if len(rings) > 1 else rings[0])
+        holes = [_orient(_grow(h, HOLE_GROW), -sign) for h in rings[1:]]
+        parts.append(_link([_orient(rings[0], sign)] + holes))
     if not parts:
         return np.zeros((0, 2), np.float32)
-    return (join_contours(_chain(parts), _closest) if len(parts) > 1 else parts[0]).astype(np.float32)
+    return _link(parts).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------- reading
