@@ -74,6 +74,10 @@ def _plant(root: Path) -> dict:
     shutil.copyfile(img / f"{stem}.jpg", img / "copy_of_image.jpg")
     shutil.copyfile(lab / f"{stem}.txt", lab / "copy_of_image.txt")
     want[(str(img / "copy_of_image.jpg"), "duplicate_image")] = 1
+    vimg = root / "images" / "val"  # the same image in train and val
+    shutil.copyfile(img / f"{stem}.jpg", vimg / "from_train.jpg")
+    shutil.copyfile(lab / f"{stem}.txt", root / "labels" / "val" / "from_train.txt")
+    want[(str(vimg / "from_train.jpg"), "duplicate_image")] = 1
     (img / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 10)  # corrupt image
     want[(str(img / "broken.jpg"), "image")] = 1
     (lab / "orphan.txt").write_text("0 0.1 0.1 0.5 0.1 0.5 0.5\n")  # label file without an image
@@ -95,7 +99,7 @@ def test_planted_defects_each_reported_once(tmp_path):
     assert res.ok  # problems, but both splits usable
     assert tr.n_images == 56 and tr.n_usable == 55 and tr.n_duplicate_images == 1
     assert tr.n_empty == 2  # the emptied file and the image without label file
-    assert res.splits["val"].problems == []
+    assert res.splits["val"].n_duplicate_images == 1 and "(in train)" in res.splits["val"].problems[0].message
     # the CLI lists every problem with its fix and exits 0
     r = CliRunner().invoke(cli, ["check", f"data={root / 'data.yaml'}"])
     assert r.exit_code == 0, r.output

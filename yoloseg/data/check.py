@@ -237,7 +237,10 @@ def _orphan_labels(expected: set, label_dirs: set, image_stems: set) -> list:
     return out
 
 
-def check_split(split: str, spec, nc: int, workers: int | None = None, fix: bool = False) -> SplitReport:
+def check_split(split: str, spec, nc: int, workers: int | None = None, fix: bool = False,
+                first_copy: dict | None = None) -> SplitReport:
+    """Check one split; ``first_copy`` (image digest -> (file, split)) carries images seen in earlier splits,
+    so that a copy in another split is reported too."""
     rep = SplitReport(split)
     try:
         im_files = list_image_files(spec, what=f"{split} images")
@@ -251,7 +254,7 @@ def check_split(split: str, spec, nc: int, workers: int | None = None, fix: bool
     lb_files = img2label_paths(im_files)
     items = _map(inspect_file, [(f, lb, nc) for f, lb in zip(im_files, lb_files)], f"check {split}", workers)
     rep.items = items
-    first_copy = {}
+    first_copy = {} if first_copy is None else first_copy
     for it in items:
         rep.problems.extend(it.problems)
         if it.shape is None:
@@ -262,9 +265,11 @@ def check_split(split: str, spec, nc: int, workers: int | None = None, fix: bool
         if it.digest is not None:
             if it.digest in first_copy:
                 rep.n_duplicate_images += 1
-                rep.problems.append(Problem(it.im_file, f"same bytes as {first_copy[it.digest]}", "duplicate_image"))
+                other, where = first_copy[it.digest]
+                where = "" if where == split else f" (in {where})"
+                rep.problems.append(Problem(it.im_file, f"same bytes as {other}{where}", "duplicate_image"))
             else:
-                first_copy[it.digest] = it.im_file
+                first_copy[it.digest] = (it.im_file, split)
     expected = set(lb_files)
     label_dirs = {os.path.dirname(p) for p in lb_files}
     stems = {os.path.splitext(img2label_paths([f])[0])[0] for f in im_files}
@@ -292,10 +297,11 @@ def check_dataset(data, plots: bool = False, fix: bool = False, save_dir=None, p
     cfg = check_data_yaml(data)
     names, nc = cfg["names"], cfg["nc"]
     res = CheckResult({}, names)
+    seen: dict = {}
     for split in SPLITS:
         if cfg.get(split) is None:
             continue
-        res.splits[split] = check_split(split, cfg[split], nc, workers, fix)
+        res.splits[split] = check_split(split, cfg[split], nc, workers, fix, seen)
     # a label file is an orphan only when no split lists its image (splits may share label folders)
     listed = {it.lb_file for r in res.splits.values() for it in r.items}
     for r in res.splits.values():

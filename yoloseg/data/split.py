@@ -135,6 +135,8 @@ def split_dataset(images, val: float = 0.2, seed: int = 0, move: bool = False, n
     if not images.is_dir():
         raise FileNotFoundError(f"data: {images} is not a folder of images")
     root = _root_of(images)
+    if move and images != root / "images":
+        raise ValueError(f"move=True needs the images in a folder named 'images' ({images} is not)")
     im_files = [f for f in list_image_files(images) if os.sep + "labels" + os.sep not in f]
     if len(im_files) < 2:
         raise FileNotFoundError(f"data: {images} holds {len(im_files)} images; a split needs at least 2")
@@ -160,8 +162,6 @@ def split_dataset(images, val: float = 0.2, seed: int = 0, move: bool = False, n
 
     data = {k: v for k, v in existing.items() if k not in ("path", "train", "val", "nc", "names")}
     if move:
-        if images != root / "images":
-            raise ValueError(f"move=True needs the images in a folder named 'images' ({images} is not)")
         for split, its in (("train", res.train), ("val", res.val)):
             for it in its:
                 rel = Path(it.im_file).relative_to(images)
