@@ -61,8 +61,10 @@ def test_split_lists_and_data_yaml(tmp_path):
     assert len(val) == round(0.25 * 26)
     assert str(root / "images" / "bad.png") not in train + val
     for c in (1, 2):  # each in two images: one per split
-        lab = lambda f: (Path(f.replace("/images/", "/labels/")).with_suffix(".txt"))  # noqa: E731
-        has = lambda f: lab(f).is_file() and any(ln.split()[0] == str(c) for ln in lab(f).read_text().splitlines())  # noqa: E731
+        def has(f):
+            lab = Path(f.replace("/images/", "/labels/")).with_suffix(".txt")
+            return lab.is_file() and any(ln.split()[0] == str(c) for ln in lab.read_text().splitlines())
+
         assert any(map(has, train)) and any(map(has, val)), c
     res = check_dataset(root / "data.yaml")
     assert res.ok and res.splits["val"].n_images == len(val)
@@ -84,8 +86,9 @@ def test_split_bad_input(tmp_path):
     r = CliRunner().invoke(cli, ["split", f"data={tmp_path / 'nope'}"])
     assert r.exit_code == 1 and "is not a folder" in r.output
     root = _folder(tmp_path, [[0], [0], [1]])
-    r = CliRunner().invoke(cli, ["split", f"data={root / 'images'}", "val=1.5"])
-    assert r.exit_code == 1 and "val must be a fraction" in r.output
+    for bad in ("val=1.5", "val=0"):
+        r = CliRunner().invoke(cli, ["split", f"data={root / 'images'}", bad])
+        assert r.exit_code == 1 and "val must be a fraction" in r.output, bad
     (root / "data.yaml").write_text("names: [a\n")
     r = CliRunner().invoke(cli, ["split", f"data={root / 'images'}"])
     assert r.exit_code == 1 and "line 2" in r.output and "Traceback" not in r.output

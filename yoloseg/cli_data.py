@@ -115,7 +115,7 @@ def check_cmd(words):
                      statistics) into the run folder (project/name, numbered)
       fix=true       rewrite fixable label files (clip, drop repeated lines and degenerate polygons)
                      atomically, keeping each original as <file>.bak
-      limit=N        list at most N problems per split (default: all)
+      limit=N        list at most N problems per split (default, or 0: all)
       project=DIR, name=NAME, save_dir=DIR   where plots go (default runs/check/check)
       workers=N      threads reading the files
     """
@@ -155,7 +155,7 @@ def split_cmd(words):
     with _clean_errors():
         from yoloseg.data.split import split_dataset
 
-        res = split_dataset(kv["data"], val=kv.get("val") or 0.2, seed=kv.get("seed") or 0,
+        res = split_dataset(kv["data"], val=kv.get("val", 0.2), seed=kv.get("seed", 0),
                             move=kv.get("move", False), workers=kv.get("workers"))
     click.echo(f"data: {res.yaml_file}  (yoloseg train data={res.yaml_file})")
 

@@ -286,10 +286,6 @@ def check_split(split: str, spec, nc: int, workers: int | None = None, fix: bool
     return rep
 
 
-def _as_list(v):
-    return [] if v is None else list(v) if isinstance(v, (list, tuple)) else [v]
-
-
 def check_dataset(data, plots: bool = False, fix: bool = False, save_dir=None, project: str = "runs/check",
                   name: str = "check", workers: int | None = None, samples: int = 16, seed: int = 0) -> CheckResult:
     """Check every split of the data YAML ``data``; see the module docstring. With ``plots``, the pictures go to

@@ -58,8 +58,8 @@ def _bars(img, rect, values, fill, ticks=None, xlabels=None):
         col = fill[i] if isinstance(fill, list) else fill
         h = int(round((y1 - y0 - 4) * v / top))
         if h > 0:
-            cv2.rectangle(img, (int(x0 + i * bw + 1), y1 - h), (max(int(x0 + (i + 1) * bw - 1), int(x0 + i * bw + 1)), y1),
-                          col, -1)
+            xa = int(x0 + i * bw + 1)
+            cv2.rectangle(img, (xa, y1 - h), (max(int(x0 + (i + 1) * bw - 1), xa), y1), col, -1)
     _text(img, f"{int(top) if top == int(top) else f'{top:.3g}'}", (6, y0 + 12), 0.45)
     _text(img, "0", (x0 - 16, y1), 0.45)
     for frac, s in ticks or ():
