@@ -3,7 +3,7 @@
 The labels go through the training scan's checks (:func:`yoloseg.data.check.inspect_file`): instances the
 training would drop are left out and reported per file; unreadable images are left out. For each image:
 ``id`` (the file stem when every stem is a distinct number, as in COCO, else 1, 2, ... in file order),
-``file_name`` relative to the split's image folder, ``width``/``height`` from the image. For each instance:
+``file_name`` relative to the split's image folder (for a ``.txt`` list: to the data set root), ``width``/``height`` from the image. For each instance:
 ``segmentation`` one polygon in pixels (normalized coordinates times the image size; a multi-part label
 polygon stays one polygon, its links add no area), ``area`` from the polygon (shoelace formula), ``bbox``
 ``[x, y, w, h]`` of the polygon, ``iscrowd`` 0, ``category_id`` class index + 1. ``categories`` lists every
