@@ -92,7 +92,7 @@ def test_train_writes_all_artifacts(tiny_data, tmp_path):
     assert cv2.imread(str(run / "results.png")) is not None
     # the final evaluation of best.pt draws the validator's pictures into the run folder (plots=True)
     for f in ("val_batch0_labels.jpg", "val_batch0_pred.jpg", "MaskPR_curve.png", "MaskF1_curve.png",
-              "confusion_matrix.png", "train_batch0.jpg", "train_batch1.jpg"):
+              "confusion_matrix.png", "train_batch0.jpg", "train_batch1.jpg", "labels.jpg"):
         img = cv2.imread(str(run / f))
         assert img is not None and min(img.shape[:2]) > 100, f
     best_f1 = tr.metrics.seg.conf

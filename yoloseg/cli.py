@@ -1,5 +1,6 @@
 """Command line: `yoloseg [task] train|val|predict|export key=value ...`, `yoloseg info`, `yoloseg plugins`,
-`yoloseg convert coco INSTANCES.json --out DIR` (COCO annotations -> YOLO-seg labels and a data YAML).
+`yoloseg convert coco|yolo2coco|masks ...` (annotation formats), `yoloseg check data=...` (label report,
+plots, fixes) and `yoloseg split data=IMAGES` (train/val split).
 
 Every `key=value` is checked against the settings schema (yoloseg/cfg/schema.py) before any work starts;
 `yoloseg <mode> --help` lists every key with its default and meaning. Errors print one line, no traceback
@@ -43,6 +44,8 @@ Examples:
   yoloseg segment info model=yolo11s-seg.yaml      # the task word is optional
   yoloseg plugins                                  # installed tasks and their distributions
   yoloseg convert coco instances_val2017.json --out coco-seg   # COCO JSON -> labels + data.yaml
+  yoloseg check data=my.yaml plots=true             # label problems per file, overlays, labels.jpg
+  yoloseg split data=my-set/images val=0.2          # train.txt/val.txt and data.yaml, stratified
 """
 
 
@@ -306,9 +309,10 @@ def plugins_cmd():
 
 
 # ---------------------------------------------------------------------------------------------- convert
-@cli.group("convert", short_help="Convert annotations from other formats into YOLO-seg labels.")
+@cli.group("convert", short_help="Convert annotations: COCO JSON, mask images <-> YOLO-seg labels.")
 def convert_group():
-    """Convert annotations from other formats into YOLO-seg label files and a data YAML."""
+    """Convert annotations between formats: COCO JSON and mask images into YOLO-seg label files, and YOLO-seg
+    labels into COCO JSON."""
 
 
 @convert_group.command("coco", short_help="COCO instances JSON -> YOLO-seg labels and data.yaml.")
@@ -364,6 +368,11 @@ def convert_coco_cmd(json_files, out, split, classes, include_crowd, copy_images
                        f"(or rerun with --link-images / --copy-images)", err=True)
     if results and results[-1].yaml_file:
         click.echo(f"data: {results[-1].yaml_file}  (yoloseg train data={results[-1].yaml_file})")
+
+
+from yoloseg import cli_data  # noqa: E402  (commands of the data tools, registered on the groups above)
+
+cli_data.register(cli, convert_group)
 
 
 def main(argv=None) -> None:

@@ -34,7 +34,7 @@ import numpy as np
 from yoloseg.data.yaml import img2label_paths
 from yoloseg.utils.files import atomic_write_bytes
 
-__all__ = ["CLIP_TOL", "LabelSet", "scan_labels", "cache_path_for"]
+__all__ = ["CLIP_TOL", "FIXABLE", "LabelSet", "parse_label_file", "parse_label_line", "scan_labels", "cache_path_for"]
 
 LOGGER = logging.getLogger("yoloseg.data")
 CACHE_VERSION = "yoloseg-labels-1"
@@ -150,70 +150,98 @@ def check_image(path: str):
 # ---------------------------------------------------------------------------------------------- labels
 
 
+# Kinds of problem a label line can have; FIXABLE ones are repaired by `yoloseg check fix=True`.
+FIXABLE = ("clipped", "duplicate", "degenerate")
+
+
+def parse_label_line(line: str, ln: int, nc: int | None):
+    """Check one non-empty label line (``ln``: its 1-based number).
+
+    Returns ``(cls, points, kind, message)``: ``points`` is the (k, 2) float32 polygon (clipped when it was
+    slightly outside) or None when the instance is dropped; ``kind`` is None for a clean line, else one of
+    ``"clipped"`` (kept), ``"degenerate"`` (< 3 points, odd count, zero area), ``"class"`` (unknown class
+    id), ``"outside"`` (far outside the image), ``"malformed"`` (non-numeric or non-finite values).
+    """
+    tokens = line.split()
+    try:
+        values = [float(t) for t in tokens]
+    except ValueError:
+        return None, None, "malformed", f"line {ln}: non-numeric value, instance dropped"
+    c, coords = values[0], values[1:]
+    if not (c == int(c) and 0 <= c and (nc is None or c < nc)):
+        valid = "a non-negative integer" if nc is None else f"0..{nc - 1}"
+        return None, None, "class", f"line {ln}: unknown class id {tokens[0]} (valid {valid}), instance dropped"
+    if len(coords) % 2:
+        return None, None, "degenerate", f"line {ln}: odd number of coordinates ({len(coords)}), instance dropped"
+    if len(coords) < 6:
+        return None, None, "degenerate", f"line {ln}: polygon has {len(coords) // 2} points (< 3), instance dropped"
+    pts = np.asarray(coords, np.float32).reshape(-1, 2)
+    if not np.isfinite(pts).all():
+        return None, None, "malformed", f"line {ln}: non-finite coordinate, instance dropped"
+    lo, hi = float(pts.min()), float(pts.max())
+    excursion = max(0.0 - lo, hi - 1.0)
+    if excursion > CLIP_TOL:
+        return None, None, "outside", (f"line {ln}: coordinates far outside [0, 1] (min {lo:.4g}, max {hi:.4g}), "
+                                       f"instance dropped")
+    kind = msg = None
+    if excursion > 0:
+        pts = np.clip(pts, 0.0, 1.0)
+        kind, msg = "clipped", f"line {ln}: coordinates slightly outside [0, 1] (by {excursion:.3g}), clipped"
+    x, y = pts[:, 0], pts[:, 1]
+    area = 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+    if area <= 0.0:
+        return None, None, "degenerate", f"line {ln}: polygon has zero area, instance dropped"
+    return int(c), pts, kind, msg
+
+
+def read_label_lines(path: str):
+    """``(lines, missing, error)``: the text lines of a label file (a byte-order mark is tolerated)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        return [], True, None
+    except (OSError, UnicodeDecodeError) as e:
+        return [], False, f"label file unreadable ({e}); treated as background"
+    return text.splitlines(), False, None
+
+
 def parse_label_file(path: str, nc: int | None):
     """Parse one label file (``nc=None``: any non-negative class id is valid).
 
     Returns ``(cls list, polygon list, messages, missing: bool)``.
     """
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")  # tolerate a byte-order mark
-    except FileNotFoundError:
-        return [], [], [], True
-    except (OSError, UnicodeDecodeError) as e:
-        return [], [], [f"label file unreadable ({e}); treated as background"], False
+    lines, missing, error = read_label_lines(path)
+    if missing or error:
+        return [], [], [error] if error else [], missing
     classes, polys, msgs = [], [], []
     seen = set()
     dup = 0
-    for ln, line in enumerate(text.splitlines(), 1):
+    for ln, line in enumerate(lines, 1):
         line = line.strip()
         if not line:
             continue
-        tokens = line.split()
-        try:
-            values = [float(t) for t in tokens]
-        except ValueError:
-            msgs.append(f"line {ln}: non-numeric value, instance dropped")
-            continue
-        key = tuple(values)
+        key = _line_key(line)
         if key in seen:
             dup += 1
             continue
         seen.add(key)
-        c, coords = values[0], values[1:]
-        if not (c == int(c) and 0 <= c and (nc is None or c < nc)):
-            valid = "a non-negative integer" if nc is None else f"0..{nc - 1}"
-            msgs.append(f"line {ln}: unknown class id {tokens[0]} (valid {valid}), instance dropped")
-            continue
-        if len(coords) % 2:
-            msgs.append(f"line {ln}: odd number of coordinates ({len(coords)}), instance dropped")
-            continue
-        if len(coords) < 6:
-            msgs.append(f"line {ln}: polygon has {len(coords) // 2} points (< 3), instance dropped")
-            continue
-        pts = np.asarray(coords, np.float32).reshape(-1, 2)
-        if not np.isfinite(pts).all():
-            msgs.append(f"line {ln}: non-finite coordinate, instance dropped")
-            continue
-        lo, hi = float(pts.min()), float(pts.max())
-        excursion = max(0.0 - lo, hi - 1.0)
-        if excursion > CLIP_TOL:
-            msgs.append(
-                f"line {ln}: coordinates far outside [0, 1] (min {lo:.4g}, max {hi:.4g}), instance dropped"
-            )
-            continue
-        if excursion > 0:
-            pts = np.clip(pts, 0.0, 1.0)
-            msgs.append(f"line {ln}: coordinates slightly outside [0, 1] (by {excursion:.3g}), clipped")
-        x, y = pts[:, 0], pts[:, 1]
-        area = 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
-        if area <= 0.0:
-            msgs.append(f"line {ln}: polygon has zero area, instance dropped")
-            continue
-        classes.append(int(c))
-        polys.append(pts)
+        c, pts, _, msg = parse_label_line(line, ln, nc)
+        if msg:
+            msgs.append(msg)
+        if pts is not None:
+            classes.append(c)
+            polys.append(pts)
     if dup:
         msgs.append(f"{dup} duplicate line(s) removed")
     return classes, polys, msgs, False
+
+
+def _line_key(line: str):
+    """Duplicate-line key: the line's numeric values (``1 0.5`` and ``1.0 0.50`` are the same line)."""
+    try:
+        return tuple(float(t) for t in line.split())
+    except ValueError:
+        return line
 
 
 def _scan_one(args):

@@ -150,6 +150,8 @@ class Trainer:
                  f"{len(self.train_loader.dataset)} train images, batch {self.batch_size}, imgsz {self.imgsz}, "
                  f"accumulate {self.accumulate}, results to {self.save_dir}"
                  + (f", {self.threads} CPU thread(s)" if self.device.type == "cpu" else ""))
+        if self.start_epoch == 0:
+            self.plot_labels()
         t_start = time.time()
         budget = float(a.time) * 3600 if getattr(a, "time", None) else None
         epoch = self.start_epoch
@@ -276,6 +278,21 @@ class Trainer:
             if k in batch and torch.is_tensor(batch[k]):
                 batch[k] = batch[k].to(dev, non_blocking=nb)
         return batch
+
+    def plot_labels(self) -> None:
+        """labels.jpg: statistics of the train split's labels (instances per class, box sizes, aspect ratios,
+        centres), the picture `yoloseg check plots=True` draws."""
+        if not self.main or getattr(self.args, "plots", True) is False:
+            return
+        try:
+            from yoloseg.utils.plot_labels import plot_label_stats
+
+            labels = getattr(self.train_loader.dataset, "labels", [])
+            plot_label_stats(self.save_dir / "labels.jpg", [int(c) for lb in labels for c in lb["cls"]],
+                             [p for lb in labels for p in lb["segments"]], dict(self.data.get("names", {})),
+                             [lb["shape"] for lb in labels for _ in lb["segments"]])
+        except Exception as e:  # a picture must never stop training
+            self.log(f"WARNING: labels.jpg not drawn: {e}")
 
     def plot_train_batch(self, batch: dict, i: int) -> None:
         """train_batch{i}.jpg: the first batches as the model sees them (augmented), with their labels."""
