@@ -255,7 +255,7 @@ void decode_crops_kernel(const float* protos, int64_t nm, int64_t mh, int64_t mw
                          const float* boxes, int64_t n, const AxisTaps& ytaps, const AxisTaps& xtaps,
                          int64_t out_h, int64_t out_w, const int64_t* regions, const int64_t* offsets,
                          uint8_t* crops, int64_t* windows, int nthreads) {
-  const char* fn = "decode_crops";
+  const char* fn = "decode_mask_crops";
   check_decode(fn, protos, nm, mh, mw, coeffs, boxes, n, ytaps, xtaps, out_h, out_w);
   check::not_null(regions, 4 * n, fn, "regions");
   check::not_null(offsets, n, fn, "offsets");

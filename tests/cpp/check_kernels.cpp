@@ -170,7 +170,7 @@ void check_masks() {
   });
   std::vector<int64_t> regions = {0, 0, 40, 10, 0, 0, 0, 0}, offsets = {0, 0}, windows(8);
   std::vector<uint8_t> crops(400);
-  refuses("decode_crops region past the output", "decode_crops", "regions", [&] {
+  refuses("decode_crops region past the output", "decode_mask_crops", "regions", [&] {
     yoloseg::decode_crops_kernel(protos.data(), nm, mh, mw, coeffs.data(), boxes.data(), n, yt, xt, 32, 32,
                                  regions.data(), offsets.data(), crops.data(), windows.data(), 1);
   });
