@@ -173,7 +173,9 @@ void merge(const std::vector<View>& rs, bool intersect, uint64_t& h, uint64_t& w
         cb = B.cnts[ib++];
         vb = !vb;
       }
-      more = (static_cast<uint64_t>(ca) + cb) > 0;
+      // Counts that stop short of h*w end the walk when one list runs out (an exhausted list with
+      // pixels left in the other would otherwise never advance).
+      more = (static_cast<uint64_t>(ca) + cb) > 0 && !(ca == 0 && ia >= am) && !(cb == 0 && ib >= bm);
       bool prev = v;
       v = intersect ? (va && vb) : (va || vb);
       if (v != prev || !more) {
@@ -419,7 +421,8 @@ double mask_iou(const View& d, const View& g, const double* dbb, const double* g
       cb = g.cnts[b++];
       vb = !vb;
     }
-    more = (static_cast<uint64_t>(ca) + cb) > 0;
+    // Counts that stop short of h*w: the walk ends when one list runs out (see merge).
+    more = (static_cast<uint64_t>(ca) + cb) > 0 && !(ca == 0 && a >= d.m) && !(cb == 0 && b >= g.m);
   }
   if (inter == 0)
     uni = 1;

@@ -32,7 +32,9 @@ struct View {
 void check_size(uint64_t h, uint64_t w, const char* fn);
 // Throws yoloseg::Error when the size is too large or the counts add up to more than h*w. area, merge,
 // to_bbox and mask_iou read the counts they are given without this check (they never read past
-// cnts[m - 1]); for counts from outside, validate first or their results are meaningless.
+// cnts[m - 1]); for counts from outside, validate first or their results are meaningless. Counts that
+// add up to less than h*w are allowed: decode leaves the rest 0, and merge and mask_iou stop their walk
+// where the shorter list ends.
 void validate(const View& r, const char* fn);
 
 // Encode one mask given by `get(i)` for pixel index i in column-major order (nonzero = foreground).

@@ -135,7 +135,7 @@ def test_c_decode_masks_refuses_nan_boxes_and_absurd_sizes():
     box = np.array([[np.nan, 0, 10, 10]], np.float32)
     with pytest.raises(ValueError, match="decode_masks: boxes contains NaN"):
         C.decode_masks(protos, coeffs, box, 32, 32, 1, 0, 0, 8, 8)
-    with pytest.raises(ValueError, match="decode_masks: boxes contains NaN"):
+    with pytest.raises(ValueError, match="decode_mask_crops: boxes contains NaN"):
         C.decode_mask_crops(protos, coeffs, box, 32, 32, 1, 0, 0, 8, 8)
     with pytest.raises(ValueError, match="resample_taps: out"):
         C.resample_taps(1 << 40, 8, 1, 0, 8)

@@ -20,6 +20,7 @@ import torch
 
 import yoloseg.ops  # noqa: F401  registers torch.ops.yoloseg.*
 from yoloseg import _C as C
+from yoloseg.checkpoints import UnsafeCheckpointError
 
 _TMP = Path(tempfile.mkdtemp(prefix="yoloseg-fuzz-"))
 
@@ -356,7 +357,7 @@ CLEAN.update({
     "data_yaml": (ValueError, FileNotFoundError),
     "image_decode": (ValueError, FileNotFoundError),
     "video_decode": (ValueError, FileNotFoundError),
-    "checkpoint": (ValueError, FileNotFoundError),
+    "checkpoint": (ValueError, FileNotFoundError, UnsafeCheckpointError),
 })
 
 

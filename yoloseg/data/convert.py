@@ -91,6 +91,8 @@ def _load_json(json_file: Path) -> dict:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"COCO annotations: {json_file} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise ValueError(f"COCO annotations: {json_file} nests arrays/objects too deeply") from None
     if not isinstance(data, dict):
         raise ValueError(f"COCO annotations: {json_file} must hold a JSON object, got {type(data).__name__}")
     missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
