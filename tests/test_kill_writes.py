@@ -102,9 +102,10 @@ coco_to_yolo({str(js)!r}, {str(out)!r}, verbose=False)
     assert _temp_files(out), "the kill should land inside a write"
     assert not list(labels.glob("*.txt"))  # no label file under its final name
     assert not (out / "data.yaml").exists()
-    # a rerun completes and cleans nothing it should not
+    # a rerun (no overwrite needed: the interrupted run wrote no label file) completes and removes the temp files
     from yoloseg.data.convert import coco_to_yolo
 
     res = coco_to_yolo(js, out, verbose=False)
+    assert not _temp_files(out)
     assert res.n_images == 3 and sorted(p.name for p in labels.glob("*.txt")) == ["im1.txt", "im2.txt", "im3.txt"]
     assert all(p.read_text().startswith("0 ") for p in labels.glob("*.txt"))
