@@ -8,7 +8,7 @@
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
-PY=$(realpath "$PY" 2>/dev/null || command -v "$PY")  # absolute: the target list is read from tests/fuzz
+case "$PY" in */*) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;; esac  # absolute, symlink kept (venv)
 SECS=${SECONDS_PER_TARGET:-60}
 WORK=${WORK:-build/fuzz}
 mkdir -p "$WORK/corpus" "$WORK/crashes" "$WORK/logs"
