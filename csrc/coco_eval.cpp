@@ -14,6 +14,7 @@
 #endif
 
 #include "coco_json.h"
+#include "errors.h"
 #include "rle.h"
 
 // Built with -ffp-contract=off (CMakeLists.txt): bit-exact arithmetic with the COCO tools.
@@ -39,10 +40,12 @@ struct Group {
 template <typename F>
 void parallel_for(size_t n, int threads, F&& fn) {
 #ifdef _OPENMP
-  const int nt = threads > 0 ? threads : omp_get_max_threads();
+  const int nt = clamp_threads(threads > 0 ? threads : omp_get_max_threads());
   if (nt > 1 && n > kParallelMin) {
+    ParallelErrors errors;  // the first exception of any item, rethrown after the region
 #pragma omp parallel for schedule(dynamic, 8) num_threads(nt)
-    for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) fn(static_cast<size_t>(i));
+    for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) errors.run([&] { fn(static_cast<size_t>(i)); });
+    errors.rethrow();
     return;
   }
 #endif
@@ -57,6 +60,14 @@ Result evaluate(const char* gt_json, size_t gt_len, const char* dt_json, size_t 
                M = P.max_dets.size();
   if (T == 0 || R == 0 || A == 0 || M == 0 || P.area_hi.size() != A)
     fail("evaluation parameters must not be empty");
+  for (double v : P.iou_thrs)
+    if (!(v >= 0.0 && v <= 1.0)) fail("coco_evaluate: iou_thrs must be numbers in [0, 1]");
+  for (double v : P.rec_thrs)
+    if (!(v >= 0.0 && v <= 1.0)) fail("coco_evaluate: rec_thrs must be numbers in [0, 1]");
+  for (size_t a = 0; a < A; ++a)
+    if (std::isnan(P.area_lo[a]) || std::isnan(P.area_hi[a])) fail("coco_evaluate: area_rng must not hold NaN");
+  for (int64_t m : P.max_dets)
+    if (m < 0) fail("coco_evaluate: max_dets must be >= 0");
   const size_t max_det = static_cast<size_t>(
       std::max<int64_t>(*std::max_element(P.max_dets.begin(), P.max_dets.end()), 0));
 

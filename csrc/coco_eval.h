@@ -30,8 +30,11 @@ struct Result {
   size_t num_gt = 0, num_dt = 0;          // annotations / detections taken into the evaluation
 };
 
-// Bad input (malformed JSON, missing fields, NaN scores, unknown image ids) throws
-// std::invalid_argument with a message naming the file ("gt" / "dt") and the problem.
+// Bad input (malformed JSON, missing fields, NaN scores, unknown image ids, RLE counts that do not fit
+// their size, image sizes above the RLE limits of rle.h) throws std::invalid_argument (or its
+// subclass yoloseg::Error) with a message naming the file ("gt" / "dt") or the kernel and the
+// problem; so do parameters out of range (thresholds outside [0, 1], NaN area ranges, negative
+// max_dets). No exception leaves the parallel region: the first one is rethrown after it.
 Result evaluate(const char* gt_json, size_t gt_len, const char* dt_json, size_t dt_len,
                 const Params& params);
 

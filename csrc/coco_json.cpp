@@ -254,6 +254,7 @@ void decode_rle_text(const char* s, size_t len, Counts& out) {
     int k = 0;
     bool more = true;
     while (more && p < e) {
+      if (k == 7) fail("segmentation: RLE text has a count longer than 7 characters");
       int ch = static_cast<signed char>(*p++);
       if (ch == '\\') ch = unescape_at(p, e);
       const int c = ch - 48;
@@ -272,11 +273,16 @@ void decode_rle_text(const char* s, size_t len, Counts& out) {
 // up in `own` unless they can be viewed in place (uncompressed RLE).
 rle::View mask_of(const Ann& a, const Store& st, uint64_t img_h, uint64_t img_w, Counts& own,
                   std::vector<Counts>& scratch) {
-  if (a.seg == kSegCounts)
-    return rle::View{a.seg_h, a.seg_w, st.counts.data() + a.seg_begin, a.seg_end - a.seg_begin};
+  if (a.seg == kSegCounts) {
+    const rle::View v{a.seg_h, a.seg_w, st.counts.data() + a.seg_begin, a.seg_end - a.seg_begin};
+    rle::validate(v, "coco_evaluate: segmentation");
+    return v;
+  }
   if (a.seg == kSegText) {
     decode_rle_text(st.text + a.seg_begin, a.seg_end - a.seg_begin, own);
-    return rle::View{a.seg_h, a.seg_w, own.data(), own.size()};
+    const rle::View v{a.seg_h, a.seg_w, own.data(), own.size()};
+    rle::validate(v, "coco_evaluate: segmentation");
+    return v;
   }
   // Polygons, every part rasterised (parts of fewer than 3 points give little or nothing; the
   // COCO tools reject some such lists outright, and an empty list gives an empty mask here).

@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "errors.h"
 #include "polygons.h"
 
 namespace yoloseg {
@@ -138,11 +139,14 @@ struct Framed {
   }
 };
 
-int64_t twice_area(const Contour& c) {
+// Twice the shoelace area, exact: the products of two int32 coordinates and their running sum are kept
+// in 128 bits (a long contour in a large window would overflow 64).
+__int128 twice_area(const Contour& c) {
   const size_t n = c.size() / 2;
-  int64_t acc = 0;
+  __int128 acc = 0;
   for (size_t i = 0, j = n - 1; i < n; j = i++)
-    acc += static_cast<int64_t>(c[2 * j]) * c[2 * i + 1] - static_cast<int64_t>(c[2 * j + 1]) * c[2 * i];
+    acc += static_cast<__int128>(static_cast<int64_t>(c[2 * j]) * c[2 * i + 1]) -
+           static_cast<__int128>(static_cast<int64_t>(c[2 * j + 1]) * c[2 * i]);
   return acc < 0 ? -acc : acc;
 }
 
@@ -187,9 +191,9 @@ Contour pick(std::vector<Contour>& found, bool join) {
   if (found.size() == 1) return std::move(found[0]);
   if (join) return join_all(found);
   size_t best = 0;
-  int64_t best_area = twice_area(found[0]);
+  __int128 best_area = twice_area(found[0]);
   for (size_t i = 1; i < found.size(); ++i) {
-    const int64_t a = twice_area(found[i]);
+    const __int128 a = twice_area(found[i]);
     if (a > best_area || (a == best_area && found[i].size() > found[best].size())) {
       best = i;
       best_area = a;
@@ -212,14 +216,16 @@ struct View {
 template <typename ViewOf>
 void trace_views(int64_t n, bool join, std::vector<std::vector<int32_t>>& polys, int nthreads, ViewOf view_of) {
   polys.assign(static_cast<size_t>(n), {});
+  nthreads = clamp_threads(nthreads);
   int64_t work = 0;
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t i = 0; i < n && work < (int64_t{1} << 16); ++i) {
     const View v = view_of(i);
-    work += v.ww * v.wh;
+    work += v.ww * v.wh;  // <= kMaxSide^2 each: no overflow before the bound
   }
   const bool parallel = nthreads > 1 && n > 1 && work >= (int64_t{1} << 16);
+  ParallelErrors errors;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(nthreads) if (parallel)
+#pragma omp parallel num_threads(parallel ? nthreads : 1) if (parallel)
 #endif
   {
     Framed framed;
@@ -228,19 +234,22 @@ void trace_views(int64_t n, bool join, std::vector<std::vector<int32_t>>& polys,
 #pragma omp for schedule(dynamic, 2)
 #endif
     for (int64_t i = 0; i < n; ++i) {
-      const View v = view_of(i);
-      if (v.ww <= 0 || v.wh <= 0) continue;
-      framed.load(v.data, v.stride, v.ww, v.wh);
-      framed.outer_contours(found);
-      Contour poly = pick(found, join);
-      // framed (x, y) -> mask pixels: the frame adds one row and column before the window
-      for (size_t k = 0; k < poly.size(); k += 2) {
-        poly[k] += static_cast<int32_t>(v.x0 - 1);
-        poly[k + 1] += static_cast<int32_t>(v.y0 - 1);
-      }
-      polys[static_cast<size_t>(i)] = std::move(poly);
+      errors.run([&] {
+        const View v = view_of(i);
+        if (v.ww <= 0 || v.wh <= 0) return;
+        framed.load(v.data, v.stride, v.ww, v.wh);
+        framed.outer_contours(found);
+        Contour poly = pick(found, join);
+        // framed (x, y) -> mask pixels: the frame adds one row and column before the window
+        for (size_t k = 0; k < poly.size(); k += 2) {
+          poly[k] += static_cast<int32_t>(v.x0 - 1);
+          poly[k + 1] += static_cast<int32_t>(v.y0 - 1);
+        }
+        polys[static_cast<size_t>(i)] = std::move(poly);
+      });
     }
   }
+  errors.rethrow();
   (void)parallel;
 }
 
@@ -248,6 +257,12 @@ void trace_views(int64_t n, bool join, std::vector<std::vector<int32_t>>& polys,
 
 void mask_polygons_kernel(const uint8_t* masks, int64_t n, int64_t h, int64_t w, const int64_t* windows, bool join,
                           std::vector<std::vector<int32_t>>& polys, int nthreads) {
+  const char* fn = "mask_polygons";
+  check::count(n, fn, "n");
+  check::side(h, fn, "h", true);
+  check::side(w, fn, "w", true);
+  check::not_null(masks, check::mul(n, h * w, fn, "n * h * w"), fn, "masks");
+  check::not_null(windows, check::mul(n, 4, fn, "n * 4"), fn, "windows");
   trace_views(n, join, polys, nthreads, [&](int64_t i) {
     const int64_t* b = windows + 4 * i;
     const int64_t x0 = std::max<int64_t>(b[0], 0), y0 = std::max<int64_t>(b[1], 0);
@@ -259,6 +274,21 @@ void mask_polygons_kernel(const uint8_t* masks, int64_t n, int64_t h, int64_t w,
 
 void crop_polygons_kernel(const uint8_t* crops, int64_t n, const int64_t* regions, const int64_t* offsets,
                           const int64_t* windows, bool join, std::vector<std::vector<int32_t>>& polys, int nthreads) {
+  const char* fn = "crop_polygons";
+  check::count(n, fn, "n");
+  check::not_null(regions, check::mul(n, 4, fn, "n * 4"), fn, "regions");
+  check::not_null(offsets, n, fn, "offsets");
+  check::not_null(windows, 4 * n, fn, "windows");
+  bool any = false;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t* r = regions + 4 * i;
+    if (r[2] <= r[0] || r[3] <= r[1]) continue;  // empty region: an empty mask
+    if (r[0] < 0 || r[1] < 0 || r[2] > kMaxSide || r[3] > kMaxSide)
+      check::fail(fn, "regions", "row " + std::to_string(i) + " must lie in [0, " + std::to_string(kMaxSide) + "]");
+    if (offsets[i] < 0) check::fail(fn, "offsets", "row " + std::to_string(i) + " is negative");
+    any = true;
+  }
+  check::not_null(crops, any ? 1 : 0, fn, "crops");
   trace_views(n, join, polys, nthreads, [&](int64_t i) {
     const int64_t* r = regions + 4 * i;
     const int64_t* b = windows + 4 * i;

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "errors.h"
 #include "polygons.h"
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
@@ -51,6 +52,9 @@ inline int64_t first_at_or_above(float v, int64_t size) {
 }  // namespace
 
 Region box_region(const float* box, int64_t out_h, int64_t out_w) {
+  check::side(out_h, "box_region", "out_h");
+  check::side(out_w, "box_region", "out_w");
+  if (std::isnan(box[0]) || std::isnan(box[1]) || std::isnan(box[2]) || std::isnan(box[3])) return Region{0, 0, 0, 0};
   Region r{first_at_or_above(box[0], out_w), first_at_or_above(box[1], out_h), first_at_or_above(box[2], out_w),
            first_at_or_above(box[3], out_h)};
   if (r.x1 <= r.x0 || r.y1 <= r.y0) r = Region{0, 0, 0, 0};
@@ -133,8 +137,14 @@ YOLOSEG_CLONES void decode_dispatch(int taps, const float* protos, int64_t nm, i
 }  // namespace
 
 AxisTaps resample_taps(int64_t out, int64_t proto, int64_t f, int64_t offset, int64_t content) {
-  if (out <= 0 || proto <= 0 || f <= 0 || content <= 0 || offset < 0 || offset + content > f * proto)
-    throw std::invalid_argument("decode_masks: inconsistent resampling plan");
+  const char* fn = "resample_taps";
+  check::side(out, fn, "out");
+  check::side(proto, fn, "proto");
+  check::side(f, fn, "f");
+  check::side(content, fn, "content");
+  check::count(offset, fn, "offset");
+  if (check::add(offset, content, fn, "offset + content") > check::mul(f, proto, fn, "f * proto"))
+    check::fail(fn, "offset + content", "exceeds the upsampled prototype length f * proto (inconsistent resampling plan)");
   AxisTaps t;
   t.taps = f == 1 ? 2 : 4;
   const int K = t.taps;
@@ -171,33 +181,69 @@ AxisTaps resample_taps(int64_t out, int64_t proto, int64_t f, int64_t offset, in
   return t;
 }
 
-// Runs decode(i, logits, rows) for every mask, on several threads when there is enough work.
+// Runs decode(i, logits, rows) for every mask, on several threads when there is enough work. An
+// exception of any mask is rethrown after the parallel region.
 template <typename Fn>
 void for_each_mask(const float* boxes, int64_t n, int64_t out_h, int64_t out_w, int nthreads, Fn decode) {
+  nthreads = clamp_threads(nthreads);
   int64_t work = 0;
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t i = 0; i < n && work < kParallelMinPixels; ++i) {
     const Region r = box_region(boxes + 4 * i, out_h, out_w);
-    work += (r.x1 - r.x0) * (r.y1 - r.y0);
+    work += (r.x1 - r.x0) * (r.y1 - r.y0);  // each term <= kMaxSide^2: no overflow before the bound
   }
   const bool parallel = nthreads > 1 && n > 1 && work >= kParallelMinPixels;
+  ParallelErrors errors;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(nthreads) if (parallel)
+#pragma omp parallel num_threads(parallel ? nthreads : 1) if (parallel)
 #endif
   {
     std::vector<float> logits, rows;
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
-    for (int64_t i = 0; i < n; ++i) decode(i, logits, rows);
+    for (int64_t i = 0; i < n; ++i) errors.run([&] { decode(i, logits, rows); });
   }
+  errors.rethrow();
   (void)parallel;
 }
+
+namespace {
+
+// Checks shared by decode_masks_kernel and decode_crops_kernel.
+void check_decode(const char* fn, const float* protos, int64_t nm, int64_t mh, int64_t mw, const float* coeffs,
+                  const float* boxes, int64_t n, const AxisTaps& ytaps, const AxisTaps& xtaps, int64_t out_h,
+                  int64_t out_w) {
+  check::count(nm, fn, "nm");
+  check::side(mh, fn, "mh");
+  check::side(mw, fn, "mw");
+  check::count(n, fn, "n");
+  check::side(out_h, fn, "out_h");
+  check::side(out_w, fn, "out_w");
+  check::not_null(protos, check::mul(nm, mh * mw, fn, "nm * mh * mw"), fn, "protos");
+  check::not_null(coeffs, check::mul(n, nm, fn, "n * nm"), fn, "coeffs");
+  check::not_null(boxes, check::mul(n, 4, fn, "n * 4"), fn, "boxes");
+  check::finite(boxes, 4 * n, fn, "boxes");
+  check::finite(coeffs, n * nm, fn, "coeffs");
+  if (ytaps.taps != xtaps.taps || (ytaps.taps != 2 && ytaps.taps != 4))
+    check::fail(fn, "ytaps/xtaps", "must have one tap width, 2 or 4");
+  auto taps_ok = [&](const AxisTaps& t, int64_t out, int64_t proto, const char* arg) {
+    if (static_cast<int64_t>(t.start.size()) != out || static_cast<int64_t>(t.weight.size()) != out * t.taps)
+      check::fail(fn, arg, "must come from resample_taps for this output size (" + std::to_string(out) + ")");
+    for (int32_t st : t.start)
+      if (st < 0 || st >= proto) check::fail(fn, arg, "start lies outside the prototype grid");
+  };
+  taps_ok(ytaps, out_h, mh, "ytaps");
+  taps_ok(xtaps, out_w, mw, "xtaps");
+}
+
+}  // namespace
 
 void decode_masks_kernel(const float* protos, int64_t nm, int64_t mh, int64_t mw, const float* coeffs,
                          const float* boxes, int64_t n, const AxisTaps& ytaps, const AxisTaps& xtaps,
                          int64_t out_h, int64_t out_w, uint8_t* out, int nthreads) {
-  if (ytaps.taps != xtaps.taps) throw std::invalid_argument("decode_masks: axis tap widths differ");
+  check_decode("decode_masks", protos, nm, mh, mw, coeffs, boxes, n, ytaps, xtaps, out_h, out_w);
   const int64_t plane = out_h * out_w;
+  check::not_null(out, check::mul(n, plane, "decode_masks", "n * out_h * out_w"), "decode_masks", "out");
   for_each_mask(boxes, n, out_h, out_w, nthreads, [&](int64_t i, std::vector<float>& logits, std::vector<float>& rows) {
     const Region r = box_region(boxes + 4 * i, out_h, out_w);
     decode_dispatch(ytaps.taps, protos, nm, mh, mw, coeffs + i * nm, r, ytaps, xtaps,
@@ -209,7 +255,22 @@ void decode_crops_kernel(const float* protos, int64_t nm, int64_t mh, int64_t mw
                          const float* boxes, int64_t n, const AxisTaps& ytaps, const AxisTaps& xtaps,
                          int64_t out_h, int64_t out_w, const int64_t* regions, const int64_t* offsets,
                          uint8_t* crops, int64_t* windows, int nthreads) {
-  if (ytaps.taps != xtaps.taps) throw std::invalid_argument("decode_masks: axis tap widths differ");
+  const char* fn = "decode_mask_crops";
+  check_decode(fn, protos, nm, mh, mw, coeffs, boxes, n, ytaps, xtaps, out_h, out_w);
+  check::not_null(regions, 4 * n, fn, "regions");
+  check::not_null(offsets, n, fn, "offsets");
+  check::not_null(windows, 4 * n, fn, "windows");
+  bool any = false;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t* g = regions + 4 * i;
+    if (g[2] <= g[0] || g[3] <= g[1]) continue;  // empty: nothing is read or written
+    if (g[0] < 0 || g[1] < 0 || g[2] > out_w || g[3] > out_h)
+      check::fail(fn, "regions", "row " + std::to_string(i) + " lies outside the " + std::to_string(out_h) + "x" +
+                                     std::to_string(out_w) + " output");
+    if (offsets[i] < 0) check::fail(fn, "offsets", "row " + std::to_string(i) + " is negative");
+    any = true;
+  }
+  check::not_null(crops, any ? 1 : 0, fn, "crops");
   for_each_mask(boxes, n, out_h, out_w, nthreads, [&](int64_t i, std::vector<float>& logits, std::vector<float>& rows) {
     const int64_t* g = regions + 4 * i;
     const Region r{g[0], g[1], g[2], g[3]};

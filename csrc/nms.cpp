@@ -11,6 +11,8 @@
 // Both paths take the same decisions (same float32 IoU expression), only faster or slower.
 #include "nms.h"
 
+#include "errors.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -188,9 +190,20 @@ bool greedy_grid(const Bucket& b, int64_t m, float thr, uint8_t* kept, std::vect
 std::vector<int64_t> batched_nms_kernel(const float* boxes, const float* scores, const int64_t* idxs,
                                         int64_t n, float iou_threshold, NmsMethod method,
                                         int nthreads) {
+  const char* fn = idxs == nullptr ? "nms" : "batched_nms";
+  check::count(n, fn, "n");
+  if (n >= (int64_t{1} << 31)) check::fail(fn, "n", "must be below 2^31 boxes, got " + std::to_string(n));
+  check::not_null(boxes, n, fn, "boxes");
+  check::not_null(scores, n, fn, "scores");
+  if (!std::isfinite(iou_threshold))
+    check::fail(fn, "iou_threshold", "must be a finite number, got " + std::to_string(iou_threshold));
+  if (method != NmsMethod::kAuto && method != NmsMethod::kPairwise && method != NmsMethod::kGrid)
+    check::fail(fn, "method", "must be 0 (auto), 1 (pairwise) or 2 (grid), got " +
+                                  std::to_string(static_cast<int>(method)));
+  check::finite(boxes, 4 * n, fn, "boxes");
+  check::finite(scores, n, fn, "scores", /*allow_inf=*/true);
   std::vector<int64_t> out;
-  if (n <= 0) return out;
-  if (n >= (int64_t{1} << 31)) throw std::invalid_argument("nms: too many boxes (>= 2^31)");
+  if (n == 0) return out;
 
   // 1. rank order: one sort of (descending score, ascending index) packed into 64-bit keys.
   std::vector<uint64_t> keys(n);
@@ -252,9 +265,11 @@ std::vector<int64_t> batched_nms_kernel(const float* boxes, const float* scores,
       if (flags[k]) kept_rank[members[s + k]] = 1;
   };
 
+  nthreads = clamp_threads(nthreads);
   const bool parallel = nthreads > 1 && nbuckets > 1 && n >= kParallelMinBoxes;
+  ParallelErrors errors;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(nthreads) if (parallel)
+#pragma omp parallel num_threads(parallel ? nthreads : 1) if (parallel)
 #endif
   {
     Bucket bucket;
@@ -263,8 +278,10 @@ std::vector<int64_t> batched_nms_kernel(const float* boxes, const float* scores,
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
-    for (int64_t bi = 0; bi < nbuckets; ++bi) run_bucket(bi, bucket, flags, sup, head, next);
+    for (int64_t bi = 0; bi < nbuckets; ++bi)
+      errors.run([&] { run_bucket(bi, bucket, flags, sup, head, next); });
   }
+  errors.rethrow();
   (void)parallel;
 
   for (int64_t r = 0; r < n; ++r)

@@ -18,6 +18,9 @@ enum class NmsMethod : int { kAuto = 0, kPairwise = 1, kGrid = 2 };
 
 // Returns kept input indices in rank order. idxs may be null (one class). nthreads <= 1 runs
 // serially; classes are spread over threads otherwise.
+// Throws yoloseg::Error (errors.h) when n < 0 or n >= 2^31, a buffer is null while n > 0, a box
+// coordinate is NaN or infinite, a score is NaN (-inf and +inf scores rank last and first),
+// iou_threshold is not finite, or method is not one of NmsMethod.
 std::vector<int64_t> batched_nms_kernel(const float* boxes, const float* scores, const int64_t* idxs,
                                         int64_t n, float iou_threshold, NmsMethod method,
                                         int nthreads);

@@ -1,6 +1,8 @@
 // Bounding windows of the nonzero pixels of binary masks (one pass, word-at-a-time row tests).
 #include "polygons.h"
 
+#include "errors.h"
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -57,13 +59,35 @@ void window_one(const uint8_t* m, int64_t h, int64_t w, int64_t* win) { window_i
 }  // namespace
 
 void nonzero_window(const uint8_t* block, int64_t stride, int64_t w, int64_t h, int64_t* win) {
+  const char* fn = "nonzero_window";
+  check::side(w, fn, "w", true);
+  check::side(h, fn, "h", true);
+  if (stride < w) check::fail(fn, "stride", "must be >= w");
+  check::not_null(win, 4, fn, "win");
+  check::not_null(block, w * h, fn, "block");
   window_in(block, stride, 0, 0, w, h, win);
 }
 
+namespace {
+
+// Checks shared by the window kernels: sizes, the masks buffer (n * h * w bytes) and the windows.
+void check_masks(const char* fn, const uint8_t* masks, int64_t n, int64_t h, int64_t w, const int64_t* windows,
+                 const char* windows_arg) {
+  check::count(n, fn, "n");
+  check::side(h, fn, "h", true);
+  check::side(w, fn, "w", true);
+  check::not_null(masks, check::mul(n, h * w, fn, "n * h * w"), fn, "masks");
+  check::not_null(windows, check::mul(n, 4, fn, "n * 4"), fn, windows_arg);
+}
+
+}  // namespace
+
 void mask_windows_kernel(const uint8_t* masks, int64_t n, int64_t h, int64_t w, int64_t* windows, int nthreads) {
+  check_masks("mask_windows", masks, n, h, w, windows, "windows");
+  nthreads = clamp_threads(nthreads);
   const bool parallel = nthreads > 1 && n > 1 && n * h * w >= (int64_t{1} << 20);
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(nthreads) schedule(dynamic, 4) if (parallel)
+#pragma omp parallel for num_threads(parallel ? nthreads : 1) schedule(dynamic, 4) if (parallel)
 #endif
   for (int64_t i = 0; i < n; ++i) window_one(masks + i * h * w, h, w, windows + 4 * i);
   (void)parallel;
@@ -71,14 +95,21 @@ void mask_windows_kernel(const uint8_t* masks, int64_t n, int64_t h, int64_t w, 
 
 void mask_windows_within_kernel(const uint8_t* masks, int64_t n, int64_t h, int64_t w, const int64_t* bounds,
                                 int64_t* windows, int nthreads) {
+  const char* fn = "mask_windows_within";
+  check_masks(fn, masks, n, h, w, windows, "windows");
+  check::not_null(bounds, 4 * n, fn, "bounds");
+  nthreads = clamp_threads(nthreads);
+  // Bounds may be anything: they are clipped to the mask before any arithmetic.
   int64_t work = 0;
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t i = 0; i < n && work < (int64_t{1} << 20); ++i) {
     const int64_t* b = bounds + 4 * i;
-    if (b[2] > b[0] && b[3] > b[1]) work += (b[2] - b[0]) * (b[3] - b[1]);
+    const int64_t x0 = std::max<int64_t>(b[0], 0), y0 = std::max<int64_t>(b[1], 0);
+    const int64_t x1 = std::min<int64_t>(b[2], w), y1 = std::min<int64_t>(b[3], h);
+    if (x1 > x0 && y1 > y0) work += (x1 - x0) * (y1 - y0);
   }
   const bool parallel = nthreads > 1 && n > 1 && work >= (int64_t{1} << 20);
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(nthreads) schedule(dynamic, 4) if (parallel)
+#pragma omp parallel for num_threads(parallel ? nthreads : 1) schedule(dynamic, 4) if (parallel)
 #endif
   for (int64_t i = 0; i < n; ++i) {
     const int64_t* b = bounds + 4 * i;
@@ -95,12 +126,24 @@ void mask_windows_within_kernel(const uint8_t* masks, int64_t n, int64_t h, int6
 
 void closest_vertices_kernel(const int32_t* a, int64_t n, const int32_t* b, int64_t m, int64_t* i_out,
                              int64_t* j_out) {
-  int64_t best = INT64_MAX, bi = 0, bj = 0;
+  const char* fn = "closest_vertices";
+  if (n < 1) check::fail(fn, "n", "must be >= 1 (a has no points)");
+  if (m < 1) check::fail(fn, "m", "must be >= 1 (b has no points)");
+  check::not_null(a, 2 * n, fn, "a");
+  check::not_null(b, 2 * m, fn, "b");
+  check::not_null(i_out, 1, fn, "i_out");
+  check::not_null(j_out, 1, fn, "j_out");
+  // Any int32 coordinates: |dx|, |dy| < 2^32, so each square fits in uint64 and their sum is exact
+  // in 128 bits.
+  using Wide = unsigned __int128;
+  Wide best = ~Wide{0};
+  int64_t bi = 0, bj = 0;
   for (int64_t i = 0; i < n; ++i) {
     const int64_t ax = a[2 * i], ay = a[2 * i + 1];
     for (int64_t j = 0; j < m; ++j) {
       const int64_t dx = ax - b[2 * j], dy = ay - b[2 * j + 1];
-      const int64_t d = dx * dx + dy * dy;
+      const uint64_t ux = static_cast<uint64_t>(dx < 0 ? -dx : dx), uy = static_cast<uint64_t>(dy < 0 ? -dy : dy);
+      const Wide d = static_cast<Wide>(ux * ux) + static_cast<Wide>(uy * uy);
       if (d < best) {
         best = d;
         bi = i;

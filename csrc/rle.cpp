@@ -1,6 +1,8 @@
 // COCO run-length mask kernels (see rle.h).
 #include "rle.h"
 
+#include "errors.h"
+
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -23,8 +25,27 @@ inline int trunc_int(double v) {
 
 }  // namespace
 
+void check_size(uint64_t h, uint64_t w, const char* fn) {
+  if (h > static_cast<uint64_t>(kMaxSide) || w > static_cast<uint64_t>(kMaxSide) || h * w > kMaxPixels)
+    check::fail(fn, "size", "[" + std::to_string(h) + ", " + std::to_string(w) +
+                                "] is too large: h and w at most 2^24 and h * w at most 2^31 - 1");
+}
+
+void validate(const View& r, const char* fn) {
+  check_size(r.h, r.w, fn);
+  check::not_null(r.cnts, static_cast<int64_t>(r.m), fn, "counts");
+  uint64_t total = 0;
+  for (size_t j = 0; j < r.m; ++j) {
+    total += r.cnts[j];
+    if (total > r.h * r.w)
+      check::fail(fn, "counts", "add up to more than h*w (" + std::to_string(r.h * r.w) + ")");
+  }
+}
+
 void encode_strided(const uint8_t* mask, uint64_t h, uint64_t w, int64_t stride_y, int64_t stride_x,
                     Counts& out) {
+  check_size(h, w, "rle_encode");
+  check::not_null(mask, static_cast<int64_t>(h * w), "rle_encode", "mask");
   out.clear();
   uint8_t prev = 0;
   uint32_t run = 0;
@@ -45,6 +66,12 @@ void encode_strided(const uint8_t* mask, uint64_t h, uint64_t w, int64_t stride_
 
 void encode_window(const uint8_t* win, uint64_t wh, uint64_t ww, int64_t stride_y, uint64_t y0, uint64_t x0,
                    uint64_t h, uint64_t w, Counts& out) {
+  const char* fn = "rle_encode_window";
+  check_size(h, w, fn);
+  if (wh > h || y0 > h - wh) check::fail(fn, "y0", "window rows [y0, y0 + wh) exceed the mask's h");
+  if (ww > w || x0 > w - ww) check::fail(fn, "x0", "window columns [x0, x0 + ww) exceed the mask's w");
+  if (wh > 1 && stride_y < static_cast<int64_t>(ww)) check::fail(fn, "stride_y", "must be >= the window width");
+  check::not_null(win, static_cast<int64_t>(wh * ww), fn, "win");
   out.clear();
   uint8_t prev = 0;
   uint64_t run = 0;
@@ -81,6 +108,9 @@ void encode_colmajor(const uint8_t* mask, uint64_t h, uint64_t w, Counts& out) {
 }
 
 bool decode_colmajor(const View& r, uint8_t* out) {
+  check_size(r.h, r.w, "rle_decode");
+  check::not_null(r.cnts, static_cast<int64_t>(r.m), "rle_decode", "counts");
+  check::not_null(out, static_cast<int64_t>(r.h * r.w), "rle_decode", "out");
   const uint64_t n = r.h * r.w;
   uint64_t pos = 0;
   uint8_t v = 0;
@@ -143,7 +173,9 @@ void merge(const std::vector<View>& rs, bool intersect, uint64_t& h, uint64_t& w
         cb = B.cnts[ib++];
         vb = !vb;
       }
-      more = (static_cast<uint64_t>(ca) + cb) > 0;
+      // Counts that stop short of h*w end the walk when one list runs out (an exhausted list with
+      // pixels left in the other would otherwise never advance).
+      more = (static_cast<uint64_t>(ca) + cb) > 0 && !(ca == 0 && ia >= am) && !(cb == 0 && ib >= bm);
       bool prev = v;
       v = intersect ? (va && vb) : (va || vb);
       if (v != prev || !more) {
@@ -171,6 +203,7 @@ struct DivBy {
 }  // namespace
 
 void to_bbox(const View& r, double bb[4]) {
+  check_size(r.h, r.w, "rle_to_bbox");
   const size_t m = (r.m / 2) * 2;
   if (m == 0 || r.h == 0) {
     bb[0] = bb[1] = bb[2] = bb[3] = 0;
@@ -207,6 +240,12 @@ void to_bbox(const View& r, double bb[4]) {
 }
 
 void from_polygon(const double* xy, size_t k, uint64_t h, uint64_t w, Counts& out) {
+  const char* fn = "rle_from_polygon";
+  check_size(h, w, fn);
+  check::not_null(xy, static_cast<int64_t>(2 * k), fn, "xy");
+  for (size_t j = 0; j < 2 * k; ++j)
+    if (!std::isfinite(xy[j]) || std::fabs(xy[j]) > kMaxCoordinate)
+      check::fail(fn, "xy", "coordinates must be finite numbers below 1e8 in magnitude");
   out.clear();
   const double scale = 5;
   // Vertices on the 5x grid, closed.
@@ -324,6 +363,7 @@ std::string to_string(const uint32_t* cnts, size_t m) {
 }
 
 void from_string(const char* s, size_t len, Counts& out) {
+  check::not_null(s, static_cast<int64_t>(len), "rle_from_string", "s");
   out.clear();
   size_t p = 0;
   while (p < len && s[p]) {
@@ -331,6 +371,9 @@ void from_string(const char* s, size_t len, Counts& out) {
     int k = 0;
     bool more = true;
     while (more && p < len) {
+      // A count spans at most 7 characters (35 bits cover every uint32 and difference of two).
+      if (k == 7)
+        check::fail("rle_from_string", "s", "has a count longer than 7 characters at byte " + std::to_string(p));
       const int c = static_cast<int>(static_cast<signed char>(s[p])) - 48;
       x |= static_cast<int64_t>(c & 0x1f) << (5 * k);
       more = (c & 0x20) != 0;
@@ -378,7 +421,8 @@ double mask_iou(const View& d, const View& g, const double* dbb, const double* g
       cb = g.cnts[b++];
       vb = !vb;
     }
-    more = (static_cast<uint64_t>(ca) + cb) > 0;
+    // Counts that stop short of h*w: the walk ends when one list runs out (see merge).
+    more = (static_cast<uint64_t>(ca) + cb) > 0 && !(ca == 0 && a >= d.m) && !(cb == 0 && b >= g.m);
   }
   if (inter == 0)
     uni = 1;

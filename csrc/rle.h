@@ -15,6 +15,12 @@ namespace rle {
 
 using Counts = std::vector<uint32_t>;
 
+// Sizes: every function that takes a mask size refuses (yoloseg::Error, errors.h) h or w above 2^24
+// and h * w above 2^31 - 1 (counts are 32-bit and the polygon rasteriser indexes pixels in int, as
+// the COCO tools do). Polygon coordinates must be finite with magnitude at most 1e8.
+constexpr uint64_t kMaxPixels = (uint64_t{1} << 31) - 1;
+constexpr double kMaxCoordinate = 1e8;
+
 // A read-only view of one mask's counts.
 struct View {
   uint64_t h = 0, w = 0;
@@ -22,13 +28,23 @@ struct View {
   size_t m = 0;
 };
 
+// Throws yoloseg::Error when the size is too large (above).
+void check_size(uint64_t h, uint64_t w, const char* fn);
+// Throws yoloseg::Error when the size is too large or the counts add up to more than h*w. area, merge,
+// to_bbox and mask_iou read the counts they are given without this check (they never read past
+// cnts[m - 1]); for counts from outside, validate first or their results are meaningless. Counts that
+// add up to less than h*w are allowed: decode leaves the rest 0, and merge and mask_iou stop their walk
+// where the shorter list ends.
+void validate(const View& r, const char* fn);
+
 // Encode one mask given by `get(i)` for pixel index i in column-major order (nonzero = foreground).
 void encode_colmajor(const uint8_t* mask, uint64_t h, uint64_t w, Counts& out);
 // Encode one mask stored row-major (h, w) with arbitrary strides (in bytes) into column-major runs.
 void encode_strided(const uint8_t* mask, uint64_t h, uint64_t w, int64_t stride_y,
                     int64_t stride_x, Counts& out);
 // Encode an h x w mask that is zero outside the window [x0, x0 + ww) x [y0, y0 + wh), whose pixels are
-// given row-major at `win` (rows stride_y bytes apart). Reads only the window.
+// given row-major at `win` (rows stride_y bytes apart). Reads only the window, which must lie inside
+// the mask (refused otherwise).
 void encode_window(const uint8_t* win, uint64_t wh, uint64_t ww, int64_t stride_y, uint64_t y0, uint64_t x0,
                    uint64_t h, uint64_t w, Counts& out);
 // Write the mask into `out` (h*w bytes, column-major). Returns false when the counts overrun h*w;
@@ -46,7 +62,8 @@ void to_bbox(const View& r, double bb[4]);
 void from_polygon(const double* xy, size_t k, uint64_t h, uint64_t w, Counts& out);
 // Rasterise a box [x, y, w, h] (as its 4-corner polygon).
 void from_bbox(const double bb[4], uint64_t h, uint64_t w, Counts& out);
-// Compressed text <-> counts.
+// Compressed text <-> counts. from_string refuses a count longer than 7 characters; counts that
+// decode to negative numbers wrap as in the COCO tools (validate() then refuses them).
 std::string to_string(const uint32_t* cnts, size_t m);
 void to_string(const uint32_t* cnts, size_t m, std::string& out);
 void from_string(const char* s, size_t len, Counts& out);

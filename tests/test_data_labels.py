@@ -79,8 +79,11 @@ def test_every_failure_kind_is_reported_per_file(bad_set, caplog):
     assert any("slightly outside" in m and "clipped" in m for m in _msgs(ls, "clipped"))
     seg = ls.segments[by_stem["clipped"]][0]
     assert seg.min() == 0.0 and seg.max() == 1.0 and np.isclose(seg[0, 1], 0.1)
-    assert any("far outside" in m and "dropped" in m for m in _msgs(ls, "farout"))
-    assert list(ls.cls[by_stem["farout"]]) == [2]
+    # far outside: clipped and kept too (one stray vertex does not cost the instance)
+    assert any("far outside" in m and "clipped" in m for m in _msgs(ls, "farout"))
+    assert list(ls.cls[by_stem["farout"]]) == [0, 2]
+    far = ls.segments[by_stem["farout"]][0]
+    assert far.max() == 1.0 and np.isclose(far[1, 0], 1.0) and np.isclose(far[0, 0], 0.1)
     bad = _msgs(ls, "badcls")
     assert sum("unknown class id" in m for m in bad) == 3
     assert list(ls.cls[by_stem["badcls"]]) == [2]

@@ -428,7 +428,12 @@ def load_checkpoint(path: str | Path, device="cpu") -> tuple:
     if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT_NAME:
         return _load_ours(path, ckpt, device)
     if ckpt is None:
-        ckpt = safe_torch_load(path, map_location="cpu")
+        try:
+            ckpt = safe_torch_load(path, map_location="cpu")
+        except UnsafeCheckpointError:
+            raise
+        except (Exception, RecursionError) as e:  # truncated, bit-flipped, not a torch file, odd pickle
+            raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(ckpt, dict):
         raise ValueError(f"{path}: not a model checkpoint (top level is {type(ckpt).__name__}, expected dict)")
     return _load_ultralytics(path, ckpt, device)

@@ -2,6 +2,8 @@
 // Registered as the family "contours" (registry.h).
 #include "polygons.h"
 
+#include "errors.h"
+
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -61,9 +63,11 @@ py::tuple crop_polygons_py(const py::array_t<uint8_t, py::array::c_style | py::a
   const int64_t* o = offsets.data();
   for (int64_t i = 0; i < n; ++i) {
     const int64_t* g = r + 4 * i;
-    const int64_t area = (g[2] > g[0] && g[3] > g[1]) ? (g[2] - g[0]) * (g[3] - g[1]) : 0;
-    if (g[0] < 0 || g[1] < 0 || g[0] > INT32_MAX - 2 || g[1] > INT32_MAX - 2 || o[i] < 0 || o[i] + area > size)
-      throw std::invalid_argument("crop_polygons: region " + std::to_string(i) + " lies outside crops");
+    if (g[2] <= g[0] || g[3] <= g[1]) continue;  // empty region: nothing is read
+    // Bounds first, so that the area cannot overflow.
+    if (g[0] < 0 || g[1] < 0 || g[2] > kMaxSide || g[3] > kMaxSide || o[i] < 0 ||
+        o[i] > size - (g[2] - g[0]) * (g[3] - g[1]))
+      throw std::invalid_argument("crop_polygons: regions row " + std::to_string(i) + " lies outside crops");
   }
   std::vector<std::vector<int32_t>> polys;
   {

@@ -2,6 +2,8 @@
 // Registered as the family "masks" (registry.h).
 #include "masks.h"
 
+#include "errors.h"
+
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -72,7 +74,7 @@ py::tuple decode_mask_crops_py(const FloatArray& protos, const FloatArray& coeff
     reg[4 * i + 2] = r.x1;
     reg[4 * i + 3] = r.y1;
     off[i] = total;
-    total += (r.x1 - r.x0) * (r.y1 - r.y0);
+    total = check::add(total, (r.x1 - r.x0) * (r.y1 - r.y0), "decode_mask_crops", "total crop size");
   }
   py::array_t<uint8_t> crops(static_cast<py::ssize_t>(total));  // every byte is written
   uint8_t* dst = crops.mutable_data();

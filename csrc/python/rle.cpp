@@ -2,6 +2,8 @@
 // Registered as the family "rle" (registry.h).
 #include "rle.h"
 
+#include "errors.h"
+
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -28,15 +30,17 @@ struct OwnedRle {
   R::View view() const { return R::View{h, w, cnts.data(), cnts.size()}; }
 };
 
-OwnedRle rle_from_py(py::handle obj) {
+OwnedRle rle_from_py_unchecked(py::handle obj) {
   if (!py::isinstance<py::dict>(obj))
     throw py::value_error("an RLE must be a dict with 'size' and 'counts'");
   py::dict d = py::reinterpret_borrow<py::dict>(obj);
   if (!d.contains("size") || !d.contains("counts"))
     throw py::value_error("an RLE must be a dict with 'size' and 'counts'");
   OwnedRle r;
-  py::sequence size = py::reinterpret_borrow<py::sequence>(d["size"]);
-  if (py::len(size) != 2) throw py::value_error("RLE 'size' must be [h, w]");
+  py::object size_obj = d["size"];
+  if (!py::isinstance<py::sequence>(size_obj) || py::isinstance<py::str>(size_obj) || py::len(size_obj) != 2)
+    throw py::value_error("RLE 'size' must be [h, w]");
+  py::sequence size = py::reinterpret_borrow<py::sequence>(size_obj);
   const int64_t h = size[0].cast<int64_t>(), w = size[1].cast<int64_t>();
   if (h < 0 || w < 0) throw py::value_error("RLE 'size' must be non-negative");
   r.h = static_cast<uint64_t>(h);
@@ -49,13 +53,26 @@ OwnedRle rle_from_py(py::handle obj) {
     std::string s = counts.cast<std::string>();
     R::from_string(s.data(), s.size(), r.cnts);
   } else {
+    if (!py::isinstance<py::iterable>(counts))
+      throw py::value_error("RLE 'counts' must be a string, bytes or a list of ints");
     for (auto c : counts) {
       const int64_t v = c.cast<int64_t>();
       if (v < 0 || v > UINT32_MAX) throw py::value_error("RLE counts must be in [0, 2**32)");
       r.cnts.push_back(static_cast<uint32_t>(v));
     }
   }
+  R::validate(r.view(), "RLE");
   return r;
+}
+
+// One RLE dict, checked: wrong types and values become ValueError (never a cast error), sizes and
+// counts are checked by the library (rle::validate).
+OwnedRle rle_from_py(py::handle obj) {
+  try {
+    return rle_from_py_unchecked(obj);
+  } catch (const py::cast_error&) {
+    throw py::value_error("RLE 'size' must hold two ints and 'counts' a string, bytes or a list of ints");
+  }
 }
 
 std::vector<OwnedRle> rles_from_py(py::handle objs) {
@@ -92,6 +109,7 @@ py::list rle_dicts(uint64_t h, uint64_t w, const std::vector<std::string>& strs)
 py::list encode_masks(py::array_t<uint8_t> masks) {
   if (masks.ndim() != 3) throw py::value_error("masks must have shape (N, H, W)");
   const auto n = masks.shape(0), h = masks.shape(1), w = masks.shape(2);
+  R::check_size(static_cast<uint64_t>(h), static_cast<uint64_t>(w), "rle_encode");
   const auto sn = masks.strides(0), sy = masks.strides(1), sx = masks.strides(2);
   const uint8_t* base = masks.data();
   std::vector<std::string> strs(static_cast<size_t>(n));
@@ -181,7 +199,9 @@ py::list boxes_to_rles(py::array_t<double, py::array::c_style | py::array::force
   return out;
 }
 
-py::array_t<double> iou_rles(py::handle dt, py::handle gt, py::array_t<uint8_t> crowd) {
+using CrowdArray = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+
+py::array_t<double> iou_rles(py::handle dt, py::handle gt, const CrowdArray& crowd) {
   auto d = rles_from_py(dt), g = rles_from_py(gt);
   if (static_cast<size_t>(crowd.size()) != g.size())
     throw py::value_error("iscrowd must have one entry per ground-truth mask");
@@ -199,7 +219,7 @@ py::array_t<double> iou_rles(py::handle dt, py::handle gt, py::array_t<uint8_t> 
 
 py::array_t<double> iou_boxes(py::array_t<double, py::array::c_style | py::array::forcecast> dt,
                               py::array_t<double, py::array::c_style | py::array::forcecast> gt,
-                              py::array_t<uint8_t> crowd) {
+                              const CrowdArray& crowd) {
   if (dt.ndim() != 2 || dt.shape(1) != 4 || gt.ndim() != 2 || gt.shape(1) != 4)
     throw py::value_error("boxes must be (N, 4)");
   const size_t nd = dt.shape(0), ng = gt.shape(0);
@@ -221,26 +241,30 @@ py::list encode_windows(py::array_t<uint8_t, py::array::c_style | py::array::for
   if (regions.ndim() != 2 || regions.shape(1) != 4) throw py::value_error("regions must have shape (N, 4)");
   const auto n = regions.shape(0);
   if (offsets.ndim() != 1 || offsets.shape(0) != n) throw py::value_error("offsets must have shape (N,) to match regions");
+  R::check_size(h, w, "rle_encode_windows");
   const int64_t* r = regions.data();
   const int64_t* o = offsets.data();
   const auto size = static_cast<int64_t>(crops.shape(0));
   for (py::ssize_t i = 0; i < n; ++i) {
     const int64_t* g = r + 4 * i;
     const bool empty = g[2] <= g[0] || g[3] <= g[1];
+    // Bounds first (h, w <= 2^24), so the area below cannot overflow.
     if (!empty && (g[0] < 0 || g[1] < 0 || g[2] > static_cast<int64_t>(w) || g[3] > static_cast<int64_t>(h) ||
-                   o[i] < 0 || o[i] + (g[2] - g[0]) * (g[3] - g[1]) > size))
+                   o[i] < 0 || o[i] > size - (g[2] - g[0]) * (g[3] - g[1])))
       throw py::value_error("region " + std::to_string(i) + " lies outside the mask or the crops buffer");
   }
+  nthreads = yoloseg::clamp_threads(nthreads);
   std::vector<std::string> strs(static_cast<size_t>(n));
   {
     py::gil_scoped_release nogil;
     const uint8_t* base = crops.data();
     const bool parallel = nthreads > 1 && n > 1 && size >= (int64_t{1} << 16);
     (void)parallel;
+    yoloseg::ParallelErrors errors;
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(nthreads) schedule(dynamic, 4) if (parallel)
+#pragma omp parallel for num_threads(parallel ? nthreads : 1) schedule(dynamic, 4) if (parallel)
 #endif
-    for (py::ssize_t i = 0; i < n; ++i) {
+    for (py::ssize_t i = 0; i < n; ++i) errors.run([&] {
       R::Counts cnts;
       const int64_t* g = r + 4 * i;
       if (g[2] <= g[0] || g[3] <= g[1]) {
@@ -251,7 +275,8 @@ py::list encode_windows(py::array_t<uint8_t, py::array::c_style | py::array::for
                          static_cast<uint64_t>(g[0]), h, w, cnts);
       }
       R::to_string(cnts.data(), cnts.size(), strs[i]);
-    }
+    });
+    errors.rethrow();
   }
   return rle_dicts(h, w, strs);
 }

@@ -91,6 +91,8 @@ def _load_json(json_file: Path) -> dict:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"COCO annotations: {json_file} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise ValueError(f"COCO annotations: {json_file} nests arrays/objects too deeply") from None
     if not isinstance(data, dict):
         raise ValueError(f"COCO annotations: {json_file} must hold a JSON object, got {type(data).__name__}")
     missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
@@ -237,7 +239,17 @@ def _split_key(split: str) -> str:
     return "train" if "train" in s else "test" if "test" in s else "val"
 
 
+def _is_partial(p: Path) -> bool:
+    """A temp file an interrupted atomic write left behind (``.<name>.<random>.tmp``)."""
+    return p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file()
+
+
 def _check_free(folder: Path, overwrite: bool, what: str) -> None:
+    """Refuse a non-empty folder unless overwrite; temp files of an interrupted run are removed, not counted."""
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if _is_partial(p):
+                p.unlink(missing_ok=True)
     if folder.is_dir() and any(folder.iterdir()) and not overwrite:
         raise FileExistsError(f"{what} {folder} already exists and is not empty; pass overwrite=True "
                               f"(--overwrite) to replace its files, or choose another output folder")

@@ -290,7 +290,10 @@ class SegmentDataset(Dataset):
         img = None
         if factor > 1 and f.lower().endswith((".jpg", ".jpeg")):
             flag = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
-            img = cv2.imread(f, flag[factor])
+            try:
+                img = cv2.imread(f, flag[factor])
+            except cv2.error:  # a reduced decode OpenCV cannot do: decode fully below
+                img = None
             if img is not None and abs(img.shape[0] * w0 - img.shape[1] * h0) > max(h0, w0) * 2:
                 img = None  # orientation differs from the scan: decode fully below
         if img is None:

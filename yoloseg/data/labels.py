@@ -5,8 +5,9 @@ The scan runs in a thread pool (image decoding releases the GIL) and handles, pe
 
 * unreadable, corrupt or zero-byte image: the image is skipped and counted as corrupt;
 * polygon with fewer than 3 points, odd coordinate count, non-numeric values, zero area: instance dropped;
-* coordinates outside [0, 1]: clipped when the excursion is at most ``CLIP_TOL`` (and said so),
-  the instance is dropped when it is farther out;
+* coordinates outside [0, 1] (any distance, 1e30 included): clipped to the image and kept, and said so
+  per line ("slightly" within ``CLIP_TOL``, else "far"); an instance left with zero area is dropped;
+* NaN or infinite values (class or coordinates): instance dropped;
 * class id that is not an integer in ``[0, nc)``: instance dropped;
 * duplicate lines: removed;
 * empty or missing label file: a background image (no instances), not an error.
@@ -21,6 +22,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import stat
 import struct
@@ -38,7 +40,7 @@ __all__ = ["CLIP_TOL", "FIXABLE", "LabelSet", "parse_label_file", "parse_label_l
 
 LOGGER = logging.getLogger("yoloseg.data")
 CACHE_VERSION = "yoloseg-labels-1"
-CLIP_TOL = 0.01  # largest excursion outside [0, 1] that is clipped instead of dropping the instance
+CLIP_TOL = 0.01  # excursions outside [0, 1] up to this are reported as "slightly outside" (all are clipped)
 MIN_IMAGE_SIDE = 2
 
 
@@ -128,12 +130,16 @@ def check_image(path: str):
     hw = _header_size(data)
     if hw is not None:
         # a reduced-size decode proves the file decodes, at a fraction of the cost
-        small = cv2.imdecode(buf, cv2.IMREAD_REDUCED_GRAYSCALE_8)
+        reduced = True
+        try:
+            small = cv2.imdecode(buf, cv2.IMREAD_REDUCED_GRAYSCALE_8)
+        except cv2.error:  # OpenCV cannot shrink some tiny images (1x1, ...): decode at full size
+            reduced, small = False, cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
         if small is None:
             return None, "corrupt image: cannot be decoded", None
-        h, w = hw
+        h, w = hw if reduced else small.shape[:2]
         sh, sw = small.shape[:2]
-        if h != w and (abs(sh - -(-h // 8)) > 1 or abs(sw - -(-w // 8)) > 1):
+        if reduced and h != w and (abs(sh - -(-h // 8)) > 1 or abs(sw - -(-w // 8)) > 1):
             h, w = w, h  # EXIF orientation rotated the decoded image
         if data[:2] == b"\xff\xd8" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
             warn = "truncated JPEG (no end marker), decoded anyway"
@@ -157,10 +163,11 @@ FIXABLE = ("clipped", "duplicate", "degenerate")
 def parse_label_line(line: str, ln: int, nc: int | None):
     """Check one non-empty label line (``ln``: its 1-based number).
 
-    Returns ``(cls, points, kind, message)``: ``points`` is the (k, 2) float32 polygon (clipped when it was
-    slightly outside) or None when the instance is dropped; ``kind`` is None for a clean line, else one of
-    ``"clipped"`` (kept), ``"degenerate"`` (< 3 points, odd count, zero area), ``"class"`` (unknown class
-    id), ``"outside"`` (far outside the image), ``"malformed"`` (non-numeric or non-finite values).
+    Returns ``(cls, points, kind, message)``: ``points`` is the (k, 2) float32 polygon (clipped to [0, 1]
+    when it was outside) or None when the instance is dropped; ``kind`` is None for a clean line, else one of
+    ``"clipped"`` (slightly outside, kept), ``"outside"`` (far outside the image: clipped and kept, or dropped
+    when nothing is left inside, e.g. pixel coordinates), ``"degenerate"`` (< 3 points, odd count, zero area),
+    ``"class"`` (unknown class id), ``"malformed"`` (non-numeric or non-finite values).
     """
     tokens = line.split()
     try:
@@ -168,7 +175,7 @@ def parse_label_line(line: str, ln: int, nc: int | None):
     except ValueError:
         return None, None, "malformed", f"line {ln}: non-numeric value, instance dropped"
     c, coords = values[0], values[1:]
-    if not (c == int(c) and 0 <= c and (nc is None or c < nc)):
+    if not (math.isfinite(c) and c == int(c) and 0 <= c and (nc is None or c < nc)):
         valid = "a non-negative integer" if nc is None else f"0..{nc - 1}"
         return None, None, "class", f"line {ln}: unknown class id {tokens[0]} (valid {valid}), instance dropped"
     if len(coords) % 2:
@@ -180,16 +187,19 @@ def parse_label_line(line: str, ln: int, nc: int | None):
         return None, None, "malformed", f"line {ln}: non-finite coordinate, instance dropped"
     lo, hi = float(pts.min()), float(pts.max())
     excursion = max(0.0 - lo, hi - 1.0)
-    if excursion > CLIP_TOL:
-        return None, None, "outside", (f"line {ln}: coordinates far outside [0, 1] (min {lo:.4g}, max {hi:.4g}), "
-                                       f"instance dropped")
     kind = msg = None
-    if excursion > 0:
+    if excursion > 0:  # clip and keep: one stray vertex must not cost the instance (or the image)
         pts = np.clip(pts, 0.0, 1.0)
-        kind, msg = "clipped", f"line {ln}: coordinates slightly outside [0, 1] (by {excursion:.3g}), clipped"
+        if excursion > CLIP_TOL:
+            kind, msg = "outside", f"line {ln}: coordinates far outside [0, 1] (min {lo:.4g}, max {hi:.4g}), clipped"
+        else:
+            kind, msg = "clipped", f"line {ln}: coordinates slightly outside [0, 1] (by {excursion:.3g}), clipped"
     x, y = pts[:, 0], pts[:, 1]
     area = 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
     if area <= 0.0:
+        if kind == "outside":  # e.g. pixel coordinates: nothing is left inside the image
+            return None, None, "outside", (f"line {ln}: coordinates far outside [0, 1] (min {lo:.4g}, max "
+                                           f"{hi:.4g}), nothing left inside the image after clipping, instance dropped")
         return None, None, "degenerate", f"line {ln}: polygon has zero area, instance dropped"
     return int(c), pts, kind, msg
 

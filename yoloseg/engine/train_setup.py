@@ -67,10 +67,9 @@ def args_dict(args) -> dict:
 
 
 def write_args_yaml(path: Path, args) -> None:
-    text = yaml.safe_dump(args_dict(args), sort_keys=False)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from yoloseg.utils.files import atomic_write_bytes
+
+    atomic_write_bytes(path, yaml.safe_dump(args_dict(args), sort_keys=False).encode())
 
 
 # ---------------------------------------------------------------------- resume
@@ -359,9 +358,9 @@ def write_results_csv(path: Path, rows: list[dict]) -> None:
     w.writerow(keys)
     for r in rows:
         w.writerow([_cell(r.get(k)) for k in keys])
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
+    from yoloseg.utils.files import atomic_write_bytes
+
+    atomic_write_bytes(path, buf.getvalue().encode())
 
 
 def _cell(v):

@@ -16,6 +16,8 @@ from yoloseg.ops._compiled import C, check_finite, check_same_device, check_tens
 
 __all__ = ["process_mask", "process_mask_native"]
 
+MAX_SIDE = 1 << 24  # the kernels' largest image side (kMaxSide in csrc/errors.h)
+
 
 def _decode_compiled(protos, coeffs, boxes, out_h, out_w, plan):
     """Run the kernel; plan = (f, top, left, content_h, content_w) of the resampling chain."""
@@ -37,11 +39,21 @@ def _process_mask_impl(protos: torch.Tensor, coeffs: torch.Tensor, boxes: torch.
     return reference.process_mask(protos, coeffs, boxes, (height, width), upsample)
 
 
-_process_mask_op = torch.library.custom_op("yoloseg::process_mask", _process_mask_impl, mutates_args=())
+def _process_mask_op_impl(protos: torch.Tensor, coeffs: torch.Tensor, boxes: torch.Tensor, height: int, width: int,
+                          upsample: bool) -> torch.Tensor:
+    """What `torch.ops.yoloseg.process_mask` runs: the checks of `process_mask` (same messages), then the kernel."""
+    _check_inputs(protos, coeffs, boxes)
+    h, w = _check_shape((height, width))
+    return _process_mask_impl(protos.detach(), coeffs.detach(), boxes.detach(), h, w, bool(upsample))
+
+
+_process_mask_op = torch.library.custom_op("yoloseg::process_mask", _process_mask_op_impl, mutates_args=())
 
 
 @_process_mask_op.register_fake
 def _process_mask_fake(protos, coeffs, boxes, height, width, upsample):
+    _check_inputs(protos, coeffs, boxes, values=False)
+    _check_shape((height, width))
     hw = (height, width) if upsample else tuple(protos.shape[1:])
     return protos.new_empty((coeffs.shape[0], *hw), dtype=torch.bool)
 
@@ -54,13 +66,23 @@ def _process_mask_native_impl(protos: torch.Tensor, coeffs: torch.Tensor, boxes:
     return reference.process_mask_native(protos, coeffs, boxes, (height, width))
 
 
+def _process_mask_native_op_impl(protos: torch.Tensor, coeffs: torch.Tensor, boxes: torch.Tensor, height: int,
+                                 width: int) -> torch.Tensor:
+    """What `torch.ops.yoloseg.process_mask_native` runs: the checks of `process_mask_native`, then the kernel."""
+    _check_inputs(protos, coeffs, boxes)
+    h, w = _check_shape((height, width))
+    return _process_mask_native_impl(protos.detach(), coeffs.detach(), boxes.detach(), h, w)
+
+
 _process_mask_native_op = torch.library.custom_op(
-    "yoloseg::process_mask_native", _process_mask_native_impl, mutates_args=()
+    "yoloseg::process_mask_native", _process_mask_native_op_impl, mutates_args=()
 )
 
 
 @_process_mask_native_op.register_fake
 def _process_mask_native_fake(protos, coeffs, boxes, height, width):
+    _check_inputs(protos, coeffs, boxes, values=False)
+    _check_shape((height, width))
     return protos.new_empty((coeffs.shape[0], height, width), dtype=torch.bool)
 
 
@@ -70,12 +92,13 @@ def _check_shape(shape, name="shape"):
         ok = len(tuple(shape)) >= 2 and all(int(v) == v for v in tuple(shape)[:2])
     except (TypeError, ValueError):
         ok = False
-    if not ok or h <= 0 or w <= 0:
-        raise ValueError(f"{name} must be a (height, width) pair of positive ints, got {shape!r}")
+    if not ok or h <= 0 or w <= 0 or h > MAX_SIDE or w > MAX_SIDE:
+        raise ValueError(f"{name} must be a (height, width) pair of positive ints (at most {MAX_SIDE}), got {shape!r}")
     return h, w
 
 
-def _check_inputs(protos, coeffs, boxes):
+def _check_inputs(protos, coeffs, boxes, values=True):
+    """Types, shapes, devices; with `values` also the data (NaN/inf boxes and coefficients)."""
     check_tensor(protos, "protos", ndim=3, floating=True)
     check_tensor(coeffs, "coeffs", ndim=2, floating=True)
     check_tensor(boxes, "boxes", ndim=2, floating=True)
@@ -86,8 +109,9 @@ def _check_inputs(protos, coeffs, boxes):
     if protos.shape[1] <= 0 or protos.shape[2] <= 0:
         raise ValueError(f"protos must have a non-empty (h, w), got {tuple(protos.shape)}")
     check_same_device(protos=protos, coeffs=coeffs, boxes=boxes)
-    check_finite(boxes, "boxes")
-    check_finite(coeffs, "coeffs")
+    if values:
+        check_finite(boxes, "boxes")
+        check_finite(coeffs, "coeffs")
 
 
 def process_mask(protos, coeffs, boxes, shape, upsample=True):

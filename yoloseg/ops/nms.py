@@ -31,11 +31,20 @@ def _nms_impl(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -
     return reference.nms(boxes, scores, iou_threshold)
 
 
-_nms_op = torch.library.custom_op("yoloseg::nms", _nms_impl, mutates_args=())
+def _nms_op_impl(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """What `torch.ops.yoloseg.nms` runs: the checks of `nms` (same messages), then the kernel."""
+    _check_boxes_scores(boxes, scores)
+    thr = check_threshold(iou_threshold, "iou_threshold")
+    return _nms_impl(boxes.detach().float().contiguous(), scores.detach().float().contiguous(), thr)
+
+
+_nms_op = torch.library.custom_op("yoloseg::nms", _nms_op_impl, mutates_args=())
 
 
 @_nms_op.register_fake
 def _nms_fake(boxes, scores, iou_threshold):
+    _check_boxes_scores(boxes, scores, values=False)
+    check_threshold(iou_threshold, "iou_threshold")
     n = torch.library.get_ctx().new_dynamic_size()
     return boxes.new_empty((n,), dtype=torch.int64)
 
@@ -51,16 +60,29 @@ def _batched_nms_impl(
     return reference.batched_nms(boxes, scores, idxs, iou_threshold)
 
 
-_batched_nms_op = torch.library.custom_op("yoloseg::batched_nms", _batched_nms_impl, mutates_args=())
+def _batched_nms_op_impl(
+    boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float
+) -> torch.Tensor:
+    """What `torch.ops.yoloseg.batched_nms` runs: the checks of `batched_nms` (same messages), then the kernel."""
+    _check_batched(boxes, scores, idxs)
+    thr = check_threshold(iou_threshold, "iou_threshold")
+    b, s = boxes.detach().float().contiguous(), scores.detach().float().contiguous()
+    return _batched_nms_impl(b, s, idxs.detach().long().contiguous(), thr)
+
+
+_batched_nms_op = torch.library.custom_op("yoloseg::batched_nms", _batched_nms_op_impl, mutates_args=())
 
 
 @_batched_nms_op.register_fake
 def _batched_nms_fake(boxes, scores, idxs, iou_threshold):
+    _check_batched(boxes, scores, idxs, values=False)
+    check_threshold(iou_threshold, "iou_threshold")
     n = torch.library.get_ctx().new_dynamic_size()
     return boxes.new_empty((n,), dtype=torch.int64)
 
 
-def _check_boxes_scores(boxes, scores):
+def _check_boxes_scores(boxes, scores, values=True):
+    """Types, shapes, devices; with `values` also the data (NaN/inf boxes, NaN scores)."""
     check_tensor(boxes, "boxes", ndim=2, floating=True)
     if boxes.shape[1] != 4:
         raise ValueError(f"boxes must have shape (N, 4), got {tuple(boxes.shape)}")
@@ -68,8 +90,24 @@ def _check_boxes_scores(boxes, scores):
     if scores.shape[0] != boxes.shape[0]:
         raise ValueError(f"scores must have shape ({boxes.shape[0]},) to match boxes, got {tuple(scores.shape)}")
     check_same_device(boxes=boxes, scores=scores)
-    check_finite(boxes, "boxes")
-    check_finite(scores, "scores", allow_inf=True)
+    if values:
+        check_finite(boxes, "boxes")
+        check_finite(scores, "scores", allow_inf=True)
+
+
+def _check_batched(boxes, scores, idxs, values=True):
+    _check_boxes_scores(boxes, scores, values)
+    check_tensor(idxs, "idxs", ndim=1)
+    if idxs.shape[0] != boxes.shape[0]:
+        raise ValueError(f"idxs must have shape ({boxes.shape[0]},) to match boxes, got {tuple(idxs.shape)}")
+    check_same_device(boxes=boxes, idxs=idxs)
+    if idxs.is_floating_point():
+        if values:
+            check_finite(idxs, "idxs")
+            if idxs.numel() and not bool((idxs == idxs.round()).all()):
+                raise ValueError("idxs must hold whole numbers (class ids)")
+    elif idxs.is_complex() or idxs.dtype == torch.bool:
+        raise ValueError(f"idxs must be an integer tensor, got {idxs.dtype}")
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
@@ -90,17 +128,7 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, i
 
     Same ordering as `nms`. `idxs` may be an integer tensor or a float tensor of whole numbers.
     """
-    _check_boxes_scores(boxes, scores)
-    check_tensor(idxs, "idxs", ndim=1)
-    if idxs.shape[0] != boxes.shape[0]:
-        raise ValueError(f"idxs must have shape ({boxes.shape[0]},) to match boxes, got {tuple(idxs.shape)}")
-    check_same_device(boxes=boxes, idxs=idxs)
-    if idxs.is_floating_point():
-        check_finite(idxs, "idxs")
-        if idxs.numel() and not bool((idxs == idxs.round()).all()):
-            raise ValueError("idxs must hold whole numbers (class ids)")
-    elif idxs.is_complex() or idxs.dtype == torch.bool:
-        raise ValueError(f"idxs must be an integer tensor, got {idxs.dtype}")
+    _check_batched(boxes, scores, idxs)
     thr = check_threshold(iou_threshold, "iou_threshold")
     b, s = boxes.detach().float().contiguous(), scores.detach().float().contiguous()
     i = idxs.detach().long().contiguous()

@@ -15,7 +15,7 @@ def _default_file_mode() -> int:
 
 
 @contextmanager
-def atomic_path(path: str | Path):
+def atomic_path(path: str | Path, sync: bool = True):
     """Yield a temp file path next to ``path``; when the block succeeds the file gets the usual permissions
     and replaces ``path`` in one ``os.replace``. On any error the temp file is removed and ``path`` is left
     as it was. For writers that want a file name rather than a file object (exporters, savers)."""
@@ -26,6 +26,9 @@ def atomic_path(path: str | Path):
     try:
         yield tmp
         os.chmod(tmp, _default_file_mode())  # mkstemp makes 0600; give the file the usual permissions
+        if sync:  # on disk before it takes the final name (a crash never shows a stub)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -37,7 +40,7 @@ def atomic_path(path: str | Path):
 
 def _atomic_write(path: str | Path, write) -> Path:
     """Write through ``write(fileobj)`` to a temp file next to ``path``, then replace ``path`` with it."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    with atomic_path(path, sync=False) as tmp, open(tmp, "wb") as f:  # synced here, before the rename
         write(f)
         f.flush()
         os.fsync(f.fileno())
