@@ -20,11 +20,13 @@ Three stages overlap: *load* (decode + letterbox the next batch), *forward* (the
 * The finish stage is one thread (results and files stay in order); it and every loader thread run their
   torch and kernel work single-threaded.
 * The forward gets ``forward_threads(cores)`` intra-op threads, ``cores`` being the CPUs this process may
-  run on (its affinity mask): ``cores - cores // 4`` (1 -> 1, 2 -> 2, 4 -> 3, 8 -> 6, 16 -> 12). The
-  loading and finishing work of yolo11n-seg is about a quarter of the forward's CPU time, so a quarter of
-  the cores is left to it; on one or two cores the pipeline shares them with the forward. The rule depends
-  on the machine and the settings only, never on the current load. ``OMP_NUM_THREADS``, when set, is the
-  forward's thread count instead.
+  run on (its affinity mask): ``cores - max(1, cores // 4)``, at least 1 (1 -> 1, 2 -> 1, 4 -> 3, 8 -> 6,
+  16 -> 12). The loading and finishing work of yolo11n-seg is about a quarter of the forward's CPU time,
+  so a quarter of the cores, and never less than one, is left to the pipeline. An OpenMP forward whose
+  threads share cores with other busy threads waits at every barrier for a thread that is not running
+  (measured on 2 cores: 2 forward threads beside the pipeline were several times slower than 1), so the
+  forward never counts on the pipeline's core. The rule depends on the machine and the settings only,
+  never on the current load. ``OMP_NUM_THREADS``, when set, is the forward's thread count instead.
 """
 
 from __future__ import annotations
@@ -66,12 +68,12 @@ def _omp_request() -> int | None:
 
 def forward_threads(cores: int | None = None) -> int:
     """Intra-op threads for the forward (the rule in the module docstring): ``OMP_NUM_THREADS`` when set,
-    else ``cores - cores // 4`` of the usable cores."""
+    else ``cores - max(1, cores // 4)`` of the usable cores, at least 1."""
     req = _omp_request()
     if req is not None:
         return req
     n = usable_cores() if cores is None else max(int(cores), 1)
-    return max(1, n - n // 4)
+    return max(1, n - max(1, n // 4))
 
 
 def loader_workers(workers, cores: int | None = None) -> int:
