@@ -253,3 +253,35 @@ def test_predict_input_is_channels_last_on_x86(tmp_path):
     lb, _ = LetterBox(320, auto=True, stride=32)(cv2.imread(str(COFFEE)))
     ref = torch.from_numpy(lb).permute(2, 0, 1).flip(0).float() / 255  # RGB, then /255: the same numbers
     assert torch.equal(x[0], ref)
+
+
+@needs_fixtures
+def test_trainer_style_validation_pipelined_equals_serial(tmp_path, monkeypatch):
+    """The trainer's per-epoch call (its loader, the EMA model as it is): channels_last and the finish thread
+    during the run, the model's layout and mode restored afterwards, the same metrics as a serial run."""
+    from yoloseg.checkpoints import load_checkpoint
+    from yoloseg.data import build_dataloader, build_dataset, check_data_yaml
+    from yoloseg.data.synthetic import generate_synthetic_shapes
+    from yoloseg.engine import validator as vmod
+
+    yaml_path = generate_synthetic_shapes(tmp_path / "ds", n_train=1, n_val=6, imgsz=128, seed=5, max_instances=4)
+    data = check_data_yaml(str(yaml_path))
+    ds = build_dataset(data, "val", SimpleNamespace(imgsz=128, batch=2), augment=False, batch=2, stride=32)
+    loader = build_dataloader(ds, 2, workers=0, shuffle=False)
+    model = load_checkpoint(str(SYNTH3))[0].train()
+    cfg = SimpleNamespace(conf=0.001, iou=0.7, max_det=300, plots=False, save_json=False, verbose=False,
+                          mode="val", imgsz=128, batch=2)
+    seen = []
+    real = vmod.Validator._finish_batch
+
+    def spy(self, *a):
+        seen.append(threading.current_thread() is threading.main_thread())
+        return real(self, *a)
+
+    monkeypatch.setattr(vmod.Validator, "_finish_batch", spy)
+    piped = vmod.Validator(cfg, dataloader=loader)(model=model)
+    assert model.training and all(p.is_contiguous() for p in model.parameters())
+    monkeypatch.setattr(vmod, "FinishStage", lambda: FinishStage(enabled=False))
+    serial = vmod.Validator(cfg, dataloader=loader)(model=model)
+    assert seen == [False] * 3 + [True] * 3  # 3 batches finished beside the forward, then 3 in the main thread
+    assert piped.results_dict == serial.results_dict and piped.n_images == 6
