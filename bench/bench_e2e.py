@@ -146,6 +146,8 @@ def report(rounds: int = 3, thread_settings=(1, None), modes=("val", "predict"),
             fo, fu, fr = forward_times(forward_rounds, threads or cores)
             rows.append(dict(what="forward 448x640", threads=threads or "all", ours=fo, theirs=fu, ratio=fr,
                              speeds=None))
+            print(f"forward threads={threads or cores}: yoloseg {fo:.1f} ms, ultralytics {fu:.1f} ms, ratio {fr:.3f}",
+                  flush=True)
             for mode in modes:
                 walls = {"yoloseg": [], "ultralytics": []}
                 speeds = {}
@@ -154,6 +156,8 @@ def report(rounds: int = 3, thread_settings=(1, None), modes=("val", "predict"),
                         wall, speed, _ = run(command(tool, mode, case, f"{threads or 'all'}"), threads, tmp)
                         walls[tool].append(wall)
                         speeds[tool] = speed
+                        print(f"{mode} threads={threads or 'all'} round {r}: {tool} {wall:.2f} s, Speed {speed}",
+                              flush=True)
                 ratios = [a / b for a, b in zip(walls["yoloseg"], walls["ultralytics"])]
                 rows.append(dict(what=f"{mode} wall s", threads=threads or "all",
                                  ours=statistics.median(walls["yoloseg"]),
