@@ -308,8 +308,9 @@ class Validator:
                     if batch is None or len(batch.get("img", ())) == 0:
                         continue
                     t0 = time.perf_counter()
-                    x = batch["img"].to(device, non_blocking=device.type == "cuda")
-                    x = x.to(dtype=dtype, memory_format=fmt).div_(255)
+                    img = batch["img"]
+                    x = img.to(device, non_blocking=device.type == "cuda").to(dtype=dtype, memory_format=fmt)
+                    x = x.div_(255) if x.data_ptr() != img.data_ptr() else x / 255  # never scale the batch itself
                     sync()
                     t1 = time.perf_counter()
                     with torch.inference_mode():
