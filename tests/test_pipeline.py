@@ -285,3 +285,13 @@ def test_trainer_style_validation_pipelined_equals_serial(tmp_path, monkeypatch)
     serial = vmod.Validator(cfg, dataloader=loader)(model=model)
     assert seen == [False] * 3 + [True] * 3  # 3 batches finished beside the forward, then 3 in the main thread
     assert piped.results_dict == serial.results_dict and piped.n_images == 6
+
+
+def test_memory_format_context_keeps_the_tensors_others_hold():
+    """The trainer's EMA caches its parameter tensors and updates them in place after validation."""
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+    held = m[0].weight.data
+    with pipeline.memory_format(m, torch.channels_last):
+        assert m[0].weight.is_contiguous(memory_format=torch.channels_last)
+    held.add_(1.0)  # an in-place update through the held tensor reaches the module
+    assert m[0].weight.data.data_ptr() == held.data_ptr() and torch.equal(m[0].weight.data, held)

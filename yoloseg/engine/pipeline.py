@@ -134,19 +134,23 @@ def to_memory_format(model, fmt: torch.memory_format):
 
 @contextmanager
 def memory_format(model, fmt: torch.memory_format):
-    """The module in ``fmt`` while the block runs (the trainer's EMA model during validation); its 4-D
-    tensors go back to the contiguous layout afterwards when they were contiguous before."""
+    """The module in ``fmt`` while the block runs (the trainer's EMA model during validation); afterwards its
+    4-D parameters and buffers are the very tensors they were before, in their own layout."""
     if not isinstance(model, torch.nn.Module) or fmt is torch.contiguous_format:
         yield model
         return
-    tensors = [t for t in list(model.parameters()) + list(model.buffers()) if t.dim() == 4]
-    was_contiguous = all(t.is_contiguous() for t in tensors)
+    # the original tensors themselves come back afterwards (not copies): whoever holds them (the EMA's
+    # cached parameter list) keeps updating the module's own weights
+    params = [(p, p.data) for m in model.modules() for p in m._parameters.values() if p is not None and p.dim() == 4]
+    buffers = [(m, k, b) for m in model.modules() for k, b in m._buffers.items() if b is not None and b.dim() == 4]
     model.to(memory_format=fmt)
     try:
         yield model
     finally:
-        if was_contiguous:
-            model.to(memory_format=torch.contiguous_format)
+        for p, data in params:
+            p.data = data
+        for m, k, b in buffers:
+            m._buffers[k] = b
 
 
 class FinishStage:
