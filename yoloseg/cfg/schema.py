@@ -145,7 +145,8 @@ _SETTINGS = [
     _g("batch", 16, "int|float", "images per batch; -1 picks a size automatically (CUDA), a value in (0, 1) "
        "picks the size that fills that fraction of GPU memory; predict and export default to 1"),
     _g("device", None, "str?", "where to run: cpu, mps, 0, cuda:0 or 0,1; empty picks the first CUDA device, else cpu"),
-    _g("workers", 8, "int", "data loading worker processes per device (0 loads in the main process)", ">=0"),
+    _g("workers", 8, "int", "loaders preparing batches beside the forward: processes in train and val, threads in "
+       "predict (0 loads in the main process)", ">=0"),
     _g("half", False, "bool", "use float16 (CUDA inference and export)"),
     _g("project", None, "str?", "folder that holds the run folders (default runs/<task>)"),
     _g("name", None, "str?", "run folder name inside project (default: the mode, numbered to stay unique)"),

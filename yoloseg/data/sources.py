@@ -25,6 +25,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -193,11 +194,31 @@ class Source:
         return len(self.entries)
 
     def __iter__(self) -> Iterator[Frame]:
+        return self.frames()
+
+    def frames(self, pool=None, ahead: int = 0) -> Iterator[Frame]:
+        """The frames in order. With ``pool`` (a ``concurrent.futures`` executor), image files are decoded
+        by its threads, up to ``ahead`` entries in advance; the frames, their order and the skipping of bad
+        entries are the same as without it."""
         self.skipped = []
         index = 0
-        for kind, value, name in self.entries:
+        entries = iter(self.entries)
+        pending: deque = deque()
+        ahead = max(int(ahead), 1) if pool is not None else 1
+        while True:
+            while len(pending) < ahead:
+                e = next(entries, None)
+                if e is None:
+                    break
+                kind, value, name = e
+                decode = pool is not None and kind == "file" and _ext(value) in IMG_FORMATS
+                pending.append((e, pool.submit(read_image, Path(value)) if decode else None))
+            if not pending:
+                return
+            (kind, value, name), fut = pending.popleft()
             try:
-                for frame in self._frames(kind, value, name):
+                frames = [Frame(name, fut.result(), kind="image")] if fut is not None else self._frames(kind, value, name)
+                for frame in frames:
                     frame.index = index
                     index += 1
                     yield frame

@@ -26,6 +26,7 @@ import copy
 import logging
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -34,6 +35,14 @@ import torch
 
 from yoloseg.data.letterbox import LetterBox
 from yoloseg.data.sources import load_sources
+from yoloseg.engine.pipeline import (
+    FinishStage,
+    inference_memory_format,
+    loader_workers,
+    prefetch,
+    thread_plan,
+    to_memory_format,
+)
 from yoloseg.utils.files import atomic_write_bytes
 
 __all__ = ["Predictor", "segment_postprocess"]
@@ -254,6 +263,9 @@ class Predictor:
             if hasattr(net, "fuse") and not (hasattr(net, "is_fused") and net.is_fused()):
                 net = net.fuse()
             net = net.to(self.device).eval()
+        self.memory_format = inference_memory_format(self.device) if isinstance(net, torch.nn.Module) else (
+            torch.contiguous_format)
+        to_memory_format(net, self.memory_format)
         self._show = bool(self._c("show", False)) and _display_available()
         self.half = bool(self._c("half", False))
         if self.half and self.device.type != "cuda":
@@ -266,25 +278,46 @@ class Predictor:
 
     # ----- stages -------------------------------------------------------------------------------
     def preprocess(self, frames) -> torch.Tensor:
-        """Frames -> model input (B, 3, H, W) float in [0, 1], RGB."""
+        """Frames -> model input (B, 3, H, W) float in [0, 1], RGB, on the device."""
+        return self.to_device(self.load(frames))
+
+    def load(self, frames) -> torch.Tensor:
+        """Frames -> model input on the CPU (the load stage: letterbox, RGB, float, ``/255``).
+
+        Decoded images are letterboxed straight into one (B, H, W, 3) RGB uint8 block, which is the
+        channels-last layout of (B, 3, H, W); converting it to float keeps that layout (or makes the
+        contiguous one), so the input is copied once per batch and divided by 255 in place.
+        """
         if frames[0].tensor is not None:
-            x = torch.stack([f.tensor for f in frames]).to(self.device)
+            x = torch.stack([f.tensor for f in frames])
             s = self.stride
             if x.shape[-1] % s or x.shape[-2] % s:
                 raise ValueError(
                     f"tensor source of size {tuple(x.shape[-2:])} must be a multiple of the model stride {s} "
                     "(tensors are fed to the model as they are)"
                 )
-        else:
-            same = len({f.image.shape for f in frames}) == 1
-            lb = LetterBox(self.imgsz(), auto=same and not getattr(self.model, "fixed_input", False), stride=self.stride)
-            imgs = [lb(f.image)[0] for f in frames]
-            x = torch.from_numpy(imgs[0][None] if len(imgs) == 1 else np.stack(imgs)).to(self.device)
-            x = x.permute(0, 3, 1, 2).flip(1).contiguous()
-        x = x.half() if self.half else x.float()
-        if frames[0].tensor is None:
-            x /= 255
-        return x
+            return x
+        same = len({f.image.shape for f in frames}) == 1
+        lb = LetterBox(self.imgsz(), auto=same and not getattr(self.model, "fixed_input", False), stride=self.stride)
+        imgs = [lb(f.image)[0] for f in frames]
+        h, w = imgs[0].shape[:2]
+        block = np.empty((len(imgs), h, w, 3), np.uint8)
+        for i, im in enumerate(imgs):
+            block[i] = im[..., ::-1]
+        x = torch.from_numpy(block).permute(0, 3, 1, 2)
+        if self.device is not None and self.device.type != "cpu":
+            return x  # uint8: converted on the device (to_device)
+        fmt = getattr(self, "memory_format", torch.contiguous_format)
+        return x.to(dtype=torch.float32, memory_format=fmt).div_(255)
+
+    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        """The loaded input on the model's device, dtype and memory format (no copy when it already is)."""
+        fmt = getattr(self, "memory_format", torch.contiguous_format)
+        dtype = torch.float16 if self.half else torch.float32
+        if x.dtype == torch.uint8:
+            x = x.to(self.device, non_blocking=self.device.type == "cuda")
+            return x.to(dtype=dtype, memory_format=fmt).div_(255)
+        return x.to(self.device, dtype=dtype, non_blocking=self.device.type == "cuda", memory_format=fmt)
 
     def inference(self, x):
         out = self.net(x)
@@ -341,11 +374,17 @@ class Predictor:
             yield buf
 
     def stream_inference(self, source):
-        """Generator of Results, one per frame, batch by batch (bounded memory)."""
+        """Generator of Results, one per frame, batch by batch (bounded memory).
+
+        Three stages overlap (:mod:`yoloseg.engine.pipeline`): ``workers`` threads decode and letterbox
+        the next batch, the main thread runs the forward, and one thread post-processes and writes the
+        previous batch. Results come out in source order; ``speed`` holds each stage's own time per image.
+        """
         src = load_sources(source, vid_stride=int(self._c("vid_stride", 1)))
         self.setup_model()
         verbose = bool(self._c("verbose", True))
         bsz = max(int(self._c("batch", 1) or 1), 1)
+        workers = loader_workers(self._c("workers", 0))
         bar = None
         if verbose and src.show_progress:
             from tqdm import tqdm
@@ -354,39 +393,39 @@ class Predictor:
         self.seen, self._writers, self._names_used = 0, {}, {}
         totals = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
         input_shape = None
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        decode_pool = ThreadPoolExecutor(workers, thread_name_prefix="yoloseg-decode") if workers > 1 else None
+        frames_iter = src.frames(pool=decode_pool, ahead=2 * workers) if decode_pool is not None else iter(src)
+        loaded = prefetch(self._load_batches(frames_iter, bsz), enabled=workers > 0)
+        # workers=0: every stage in the main thread, strictly lazy; windows are always drawn from the main thread
+        finish = FinishStage(enabled=workers > 0 and not self._show)
+        pending = None
         try:
-            for frames in self._batches(src, bsz):
-                sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
-                t0 = time.perf_counter()
-                x = self.preprocess(frames)
-                sync()
-                t1 = time.perf_counter()
-                with torch.inference_mode():
-                    preds = self.inference(x)
+            with thread_plan(self.device):
+                for frames, x, t_load in loaded:
+                    t1 = time.perf_counter()
+                    x = self.to_device(x)
+                    with torch.inference_mode():
+                        preds = self.inference(x)
                     sync()
-                    t2 = time.perf_counter()
-                    results = self.postprocess(preds, x, frames)
-                    sync()
-                t3 = time.perf_counter()
-                n = len(frames)
-                speed = {
-                    "preprocess": (t1 - t0) * 1e3 / n, "inference": (t2 - t1) * 1e3 / n,
-                    "postprocess": (t3 - t2) * 1e3 / n,
-                }
-                input_shape = tuple(x.shape[1:])
-                for k in totals:
-                    totals[k] += speed[k] * n
-                for f, r in zip(frames, results):
-                    r.speed = dict(speed)
-                    self.seen += 1
-                    self._write(f, r)
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix_str(f"{r.verbose()}, {speed['inference']:.1f}ms", refresh=False)
-                    elif verbose:
-                        _log(f"{f.info}: {x.shape[2]}x{x.shape[3]} {r.verbose()}, {speed['inference']:.1f}ms")
-                    yield r
+                    t_inf = time.perf_counter() - t1
+                    input_shape = tuple(x.shape[1:])
+                    job = (finish.submit(self._finish, preds, x, frames), frames, input_shape, t_load, t_inf)
+                    del x, preds
+                    if not finish.enabled:  # serial: this batch's Results before the next source is touched
+                        yield from self._emit(*job, totals, bar, verbose)
+                        continue
+                    if pending is not None:  # the previous batch, finished while this one ran
+                        yield from self._emit(*pending, totals, bar, verbose)
+                    pending = job
+                if pending is not None:
+                    job, pending = pending, None
+                    yield from self._emit(*job, totals, bar, verbose)
         finally:
+            loaded.close()
+            finish.close()
+            if decode_pool is not None:
+                decode_pool.shutdown(wait=True, cancel_futures=True)
             if bar is not None:
                 bar.close()
             for w in self._writers.values():
@@ -409,6 +448,41 @@ class Predictor:
             LOGGER.warning(
                 f"skipped {len(self.skipped)} of {len(src.entries)} sources that could not be read: {shown}"
             )
+
+    def _load_batches(self, frames_iter, bsz):
+        """The load stage: (frames, CPU input, seconds spent letterboxing) per batch."""
+        for frames in self._batches(frames_iter, bsz):
+            t0 = time.perf_counter()
+            x = self.load(frames)
+            yield frames, x, time.perf_counter() - t0
+
+    def _finish(self, preds, x, frames):
+        """The finish stage: Results of one batch, written to disk; -> (results, postprocess seconds)."""
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            results = self.postprocess(preds, x, frames)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        for f, r in zip(frames, results):
+            self._write(f, r)
+        return results, dt
+
+    def _emit(self, job, frames, input_shape, t_load, t_inf, totals, bar, verbose):
+        results, t_post = job.result()
+        n = len(frames)
+        speed = {"preprocess": t_load * 1e3 / n, "inference": t_inf * 1e3 / n, "postprocess": t_post * 1e3 / n}
+        for k in totals:
+            totals[k] += speed[k] * n
+        for f, r in zip(frames, results):
+            r.speed = dict(speed)
+            self.seen += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"{r.verbose()}, {speed['inference']:.1f}ms", refresh=False)
+            elif verbose:
+                _log(f"{f.info}: {input_shape[1]}x{input_shape[2]} {r.verbose()}, {speed['inference']:.1f}ms")
+            yield r
 
     # ----- outputs ------------------------------------------------------------------------------
     def _ensure_save_dir(self) -> Path:

@@ -32,6 +32,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from yoloseg.engine.pipeline import FinishStage, inference_memory_format, memory_format, thread_plan
 from yoloseg.engine.predictor import class_filter
 from yoloseg.engine.val_masks import masks_to_original
 from yoloseg.metrics.confusion import ConfusionMatrix
@@ -274,25 +275,25 @@ class Validator:
         return was
 
     def _loop(self, net, device, loader, dataset, ev, external):
-        from yoloseg import ops
-
+        """Forward in the main thread; NMS, masks and scoring of each batch in the finish stage, beside the
+        next forward (:mod:`yoloseg.engine.pipeline`). Batches are finished in order."""
         labels = {lab["im_file"]: lab for lab in getattr(dataset, "labels", [])}
-        ids = assign_image_ids(getattr(dataset, "im_files", labels.keys()))
-        coco_images = getattr(ev, "coco_images", None)
+        ctx = SimpleNamespace(
+            ev=ev, labels=labels, ids=assign_image_ids(getattr(dataset, "im_files", labels.keys())),
+            coco_images=getattr(ev, "coco_images", None), seen_files=set(), device=device,
+            conf=float(self._c("conf", 0.001)), iou=float(self._c("iou", 0.7)), max_det=int(self._c("max_det", 300)),
+            classes=class_filter(self._c("classes")), agnostic=bool(self._c("agnostic_nms", False)),
+            plots=self._plots_on(external), end2end=bool(getattr(net, "end2end", False)),
+        )
         half = bool(self._c("half", False)) and device.type == "cuda" and isinstance(net, torch.nn.Module)
         if half:
             net = net.half()
-        conf = float(self._c("conf", 0.001))
-        iou = float(self._c("iou", 0.7))
-        max_det = int(self._c("max_det", 300))
-        classes = class_filter(self._c("classes"))
-        agnostic = bool(self._c("agnostic_nms", False))
-        plots = self._plots_on(external)
+        dtype = torch.float16 if half else torch.float32
+        fmt = inference_memory_format(device) if isinstance(net, torch.nn.Module) else torch.contiguous_format
         self._plot_batches = []
         verbose = bool(self._c("verbose", True))
         self.seen, self.n_nonfinite = 0, 0
-        seen_files = set()
-        totals = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
+        self._totals = totals = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
         bar = None
         if verbose:
             from tqdm import tqdm
@@ -300,49 +301,68 @@ class Validator:
             bar = tqdm(total=len(loader), file=sys.stderr, desc=f"{'val':>11}", unit="batch", leave=not external,
                        dynamic_ncols=True, mininterval=0.5)
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        pending = None
         try:
-            for bi, batch in enumerate(loader):
-                if batch is None or len(batch.get("img", ())) == 0:
-                    continue
-                t0 = time.perf_counter()
-                img = batch["img"].to(device, non_blocking=device.type == "cuda")
-                x = (img.half() if half else img.float()) / 255
-                sync()
-                t1 = time.perf_counter()
-                with torch.inference_mode():
-                    pred, protos = self._inference(net, x, batch)
+            with thread_plan(device), memory_format(net, fmt), FinishStage() as finish:
+                for batch in loader:
+                    if batch is None or len(batch.get("img", ())) == 0:
+                        continue
+                    t0 = time.perf_counter()
+                    img = batch["img"]
+                    x = img.to(device, non_blocking=device.type == "cuda").to(dtype=dtype, memory_format=fmt)
+                    x = x.div_(255) if x.data_ptr() != img.data_ptr() else x / 255  # never scale the batch itself
+                    sync()
+                    t1 = time.perf_counter()
+                    with torch.inference_mode():
+                        pred, protos = self._inference(net, x, batch)
                     sync()
                     t2 = time.perf_counter()
-                    pred, protos = pred.float(), protos.float()
-                    input_hw = tuple(x.shape[-2:])
-                    if getattr(net, "end2end", False):
-                        dets, protos = self._end2end(pred, protos, conf, classes, max_det, input_hw)
-                    else:
-                        pred = self._drop_nonfinite(pred, conf, batch)
-                        dets = ops.non_max_suppression(pred, conf_thres=conf, iou_thres=iou, classes=classes,
-                                                       agnostic=agnostic, max_det=max_det, nm=protos.shape[1])
-                    for i, det in enumerate(dets):
-                        f = batch["im_file"][i]
-                        if f in seen_files:  # a substitute for an unreadable image: counted once
-                            continue
-                        seen_files.add(f)
-                        self._add_image(ev, f, ids, labels, coco_images, batch, i, det, protos[i], input_hw, ops)
-                    sync()
-                t3 = time.perf_counter()
-                if plots and len(self._plot_batches) < N_PLOT_BATCHES:  # drawn in _finish
-                    self._plot_batches.append((len(self._plot_batches), batch, [d.cpu() for d in dets[:16]],
-                                               protos[:16].cpu(), input_hw))
-                n = len(dets)
-                self.seen += n
-                for k, dt in zip(totals, (t1 - t0, t2 - t1, t3 - t2)):
-                    totals[k] += dt * 1e3
-                if bar is not None:
-                    bar.update(1)
+                    totals["preprocess"] += (t1 - t0) * 1e3
+                    totals["inference"] += (t2 - t1) * 1e3
+                    job = finish.submit(self._finish_batch, ctx, batch, pred, protos, tuple(x.shape[-2:]))
+                    if pending is not None:
+                        pending.result()
+                        if bar is not None:
+                            bar.update(1)
+                    pending = job
+                    del x, pred, protos
+                if pending is not None:
+                    job, pending = pending, None
+                    job.result()
+                    if bar is not None:
+                        bar.update(1)
         finally:
             if bar is not None:
                 bar.close()
         if self.seen:
             self.speed = {k: v / self.seen for k, v in totals.items()}
+
+    def _finish_batch(self, c, batch, pred, protos, input_hw) -> None:
+        """NMS, masks and scoring of one batch (the finish stage; one batch at a time, in order)."""
+        from yoloseg import ops
+
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            pred, protos = pred.float(), protos.float()
+            if c.end2end:
+                dets, protos = self._end2end(pred, protos, c.conf, c.classes, c.max_det, input_hw)
+            else:
+                pred = self._drop_nonfinite(pred, c.conf, batch)
+                dets = ops.non_max_suppression(pred, conf_thres=c.conf, iou_thres=c.iou, classes=c.classes,
+                                               agnostic=c.agnostic, max_det=c.max_det, nm=protos.shape[1])
+            for i, det in enumerate(dets):
+                f = batch["im_file"][i]
+                if f in c.seen_files:  # a substitute for an unreadable image: counted once
+                    continue
+                c.seen_files.add(f)
+                self._add_image(c.ev, f, c.ids, c.labels, c.coco_images, batch, i, det, protos[i], input_hw, ops)
+            if c.device.type == "cuda":
+                torch.cuda.synchronize()
+        self._totals["postprocess"] += (time.perf_counter() - t0) * 1e3
+        if c.plots and len(self._plot_batches) < N_PLOT_BATCHES:  # drawn in _finish
+            self._plot_batches.append((len(self._plot_batches), batch, [d.cpu() for d in dets[:16]],
+                                       protos[:16].cpu(), input_hw))
+        self.seen += len(dets)
 
     @staticmethod
     def _end2end(dets_in, probs, conf, classes, max_det, input_hw):

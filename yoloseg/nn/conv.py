@@ -9,11 +9,18 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 # Batch-norm settings used across the YOLO11 family.
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.03
+
+
+def _inplace_ok() -> bool:
+    """True in plain inference (no autograd, not tracing, exporting or compiling): in-place activations are
+    safe there and graphs keep their out-of-place ops."""
+    return not torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
 
 
 def same_padding(k: int | tuple[int, int], d: int = 1) -> int | tuple[int, int]:
@@ -49,6 +56,10 @@ class Conv(nn.Module):
         x = self.conv(x)
         if self.bn is not None:
             x = self.bn(x)
+        if type(self.act) is nn.SiLU and _inplace_ok():
+            # the conv output is a fresh tensor nobody else holds: without autograd, SiLU overwrites it instead
+            # of allocating another one (same numbers; about 7% of a CPU forward, mostly fresh-page faults)
+            return F.silu(x, inplace=True)
         return self.act(x)
 
     @torch.no_grad()
