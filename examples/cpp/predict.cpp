@@ -122,7 +122,10 @@ void print_json(const yoloseg::Detections& det, const Args& a) {
       yoloseg::rle::Counts counts;
       yoloseg::rle::encode_window(det.crops.data() + det.offsets[i], r[3] - r[1], r[2] - r[0], r[2] - r[0], r[1], r[0],
                                   det.mask_h, det.mask_w, counts);
-      std::printf(", \"rle\": \"%s\"", yoloseg::rle::to_string(counts.data(), counts.size()).c_str());
+      std::string text;  // COCO RLE characters are '0'..'o': only the backslash needs escaping in JSON
+      for (char ch : yoloseg::rle::to_string(counts.data(), counts.size()))
+        text += ch == '\\' ? std::string("\\\\") : std::string(1, ch);
+      std::printf(", \"rle\": \"%s\"", text.c_str());
     }
     std::printf("}");
   }
