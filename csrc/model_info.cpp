@@ -14,8 +14,8 @@ bool truthy(coco::Cursor& c) {
     const std::string_view s = c.string(buf);
     return s == "true" || s == "True" || s == "1" || s == "yes" || s == "on";
   }
-  const coco::Number n = c.number();
-  return n.valid && n.d != 0;
+  const coco::Number n = c.number();  // true / false / a number (null: false)
+  return n.d != 0;
 }
 
 int64_t integer(coco::Cursor& c, const std::string& key, const std::string& source) {
