@@ -220,7 +220,7 @@ def test_cpp_predict_equals_yoloseg_predict(predict_exe, request, tmp_path, conf
     assert np.abs(np.array([d["score"] for d in dets]) - ref[:, 4]).max() <= 1e-5
     np.testing.assert_array_equal([d["class"] for d in dets], ref[:, 5].astype(int))
     h, w = r.orig_shape
-    masks = rle.decode([{"size": [h, w], "counts": d["rle"]} for d in dets]).transpose(2, 0, 1).astype(bool)
+    masks = rle.decode([{"size": [h, w], "counts": d["rle"]} for d in dets]).astype(bool)
     ref_masks = r.masks.data.numpy().astype(bool)
     assert ref_masks.shape == masks.shape == (len(dets), h, w)
     inter = (masks & ref_masks).sum((1, 2))
