@@ -42,12 +42,18 @@ constexpr int64_t kMaxSide = int64_t{1} << 20;
 
 inline int16_t coef(float v) { return static_cast<int16_t>(std::lrint(v * static_cast<float>(kCoefScale))); }
 
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define YOLOSEG_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define YOLOSEG_CLONES
+#endif
+
 struct ResizePlan {
   int64_t src_h = 0, src_w = 0, dst_h = 0, dst_w = 0;
   bool identity = false;
   bool area2 = false;              // exact 2x downscale
-  std::vector<int32_t> xofs;       // first source element of each output element (x * 3 + c)
-  std::vector<int16_t> alpha;      // 2 per output column
+  std::vector<int32_t> x0, x1;     // source byte offsets of the two columns of each output column
+  std::vector<int32_t> a0, a1;     // their weights
   std::vector<int32_t> yofs;       // first source row per output row (unclamped)
   std::vector<int16_t> beta;       // 2 per output row
 };
@@ -67,17 +73,20 @@ ResizePlan make_plan(int64_t src_h, int64_t src_w, int64_t dst_h, int64_t dst_w)
     p.area2 = true;
     return p;
   }
-  p.xofs.resize(static_cast<size_t>(dst_w * 3));
-  p.alpha.resize(static_cast<size_t>(dst_w * 2));
+  p.x0.resize(static_cast<size_t>(dst_w));
+  p.x1.resize(static_cast<size_t>(dst_w));
+  p.a0.resize(static_cast<size_t>(dst_w));
+  p.a1.resize(static_cast<size_t>(dst_w));
   for (int64_t dx = 0; dx < dst_w; ++dx) {
     float fx = static_cast<float>((static_cast<double>(dx) + 0.5) * scale_x - 0.5);
     int64_t sx = static_cast<int64_t>(std::floor(fx));
     fx -= static_cast<float>(sx);
     if (sx < 0) fx = 0.f, sx = 0;
     if (sx >= src_w - 1) fx = 0.f, sx = src_w - 1;
-    for (int c = 0; c < 3; ++c) p.xofs[dx * 3 + c] = static_cast<int32_t>(sx * 3 + c);
-    p.alpha[dx * 2] = coef(1.f - fx);
-    p.alpha[dx * 2 + 1] = coef(fx);
+    p.a0[dx] = coef(1.f - fx);
+    p.a1[dx] = coef(fx);
+    p.x0[dx] = static_cast<int32_t>(sx * 3);
+    p.x1[dx] = static_cast<int32_t>(std::min(sx + 1, src_w - 1) * 3);  // weight 0 at the last column
   }
   p.yofs.resize(static_cast<size_t>(dst_h));
   p.beta.resize(static_cast<size_t>(dst_h * 2));
@@ -92,79 +101,122 @@ ResizePlan make_plan(int64_t src_h, int64_t src_w, int64_t dst_h, int64_t dst_w)
   return p;
 }
 
+// Horizontal pass of one BGR source row into three planes of n ints (B, G, R).
+YOLOSEG_CLONES void hpass(const uint8_t* __restrict row, const int32_t* __restrict x0, const int32_t* __restrict x1,
+                          const int32_t* __restrict a0, const int32_t* __restrict a1, int64_t n,
+                          int32_t* __restrict out) {
+  int32_t* __restrict b = out;
+  int32_t* __restrict g = out + n;
+  int32_t* __restrict r = out + 2 * n;
+  for (int64_t x = 0; x < n; ++x) {
+    const uint8_t* p = row + x0[x];
+    const uint8_t* q = row + x1[x];
+    b[x] = p[0] * a0[x] + q[0] * a1[x];
+    g[x] = p[1] * a0[x] + q[1] * a1[x];
+    r[x] = p[2] * a0[x] + q[2] * a1[x];
+  }
+}
+
+// Vertical pass of n elements (OpenCV's 8-bit rule) into bytes `step` apart, or into floats v / 255.
+YOLOSEG_CLONES void vpass_u8(const int32_t* __restrict s0, const int32_t* __restrict s1, int32_t b0, int32_t b1,
+                             int64_t n, uint8_t* __restrict d, int64_t step) {
+  for (int64_t x = 0; x < n; ++x) {
+    int32_t q = (((((s0[x] >> 4) * b0) >> 16) + (((s1[x] >> 4) * b1) >> 16)) + 2) >> 2;
+    q = q < 0 ? 0 : (q > 255 ? 255 : q);
+    d[x * step] = static_cast<uint8_t>(q);
+  }
+}
+
+YOLOSEG_CLONES void vpass_f32(const int32_t* __restrict s0, const int32_t* __restrict s1, int32_t b0, int32_t b1,
+                              int64_t n, float* __restrict d) {
+  for (int64_t x = 0; x < n; ++x) {
+    int32_t q = (((((s0[x] >> 4) * b0) >> 16) + (((s1[x] >> 4) * b1) >> 16)) + 2) >> 2;
+    q = q < 0 ? 0 : (q > 255 ? 255 : q);
+    d[x] = static_cast<float>(q) / 255.0f;
+  }
+}
+
 // Output rows of the resize, one at a time, with the horizontal passes of the last two source rows kept.
 class RowResizer {
  public:
   RowResizer(const ResizePlan& p, const uint8_t* src, int64_t src_stride)
-      : p_(p), src_(src), stride_(src_stride), width_(p.dst_w * 3) {
-    if (!p.identity && !p.area2) buf_.resize(static_cast<size_t>(2 * width_));
+      : p_(p), src_(src), stride_(src_stride), n_(p.dst_w) {
+    if (p.identity || p.area2) tmp_.resize(static_cast<size_t>(3 * n_));
+    else buf_.resize(static_cast<size_t>(6 * n_));
   }
 
-  // Output row y (dst_w * 3 bytes) into d.
+  // Output row y as interleaved BGR bytes (dst_w * 3) into d.
   void row(int64_t y, uint8_t* __restrict d) {
+    if (p_.identity || p_.area2) return simple_row(y, d);
+    int32_t b0, b1;
+    const int32_t *s0, *s1;
+    sources(y, s0, s1, b0, b1);
+    for (int c = 0; c < 3; ++c) vpass_u8(s0 + c * n_, s1 + c * n_, b0, b1, n_, d + c, 3);
+  }
+
+  // Output row y as floats v / 255 into the R, G, B planes.
+  void row(int64_t y, float* r, float* g, float* b) {
+    if (p_.identity || p_.area2) {
+      simple_row(y, tmp_.data());
+      const uint8_t* s = tmp_.data();
+      for (int64_t x = 0; x < n_; ++x) {
+        b[x] = static_cast<float>(s[3 * x]) / 255.0f;
+        g[x] = static_cast<float>(s[3 * x + 1]) / 255.0f;
+        r[x] = static_cast<float>(s[3 * x + 2]) / 255.0f;
+      }
+      return;
+    }
+    int32_t b0, b1;
+    const int32_t *s0, *s1;
+    sources(y, s0, s1, b0, b1);
+    float* planes[3] = {b, g, r};
+    for (int c = 0; c < 3; ++c) vpass_f32(s0 + c * n_, s1 + c * n_, b0, b1, n_, planes[c]);
+  }
+
+ private:
+  void simple_row(int64_t y, uint8_t* __restrict d) const {
     if (p_.identity) {
-      std::memcpy(d, src_ + y * stride_, static_cast<size_t>(width_));
+      std::memcpy(d, src_ + y * stride_, static_cast<size_t>(3 * n_));
       return;
     }
-    if (p_.area2) {
-      const uint8_t* a = src_ + 2 * y * stride_;
-      const uint8_t* b = a + stride_;
-      for (int64_t x = 0; x < p_.dst_w; ++x)
-        for (int64_t c = 0; c < 3; ++c) {
-          const int64_t i = 6 * x + c;
-          d[3 * x + c] = static_cast<uint8_t>((a[i] + a[i + 3] + b[i] + b[i + 3] + 2) >> 2);
-        }
-      return;
-    }
+    const uint8_t* a = src_ + 2 * y * stride_;
+    const uint8_t* b = a + stride_;
+    for (int64_t x = 0; x < n_; ++x)
+      for (int64_t c = 0; c < 3; ++c) {
+        const int64_t i = 6 * x + c;
+        d[3 * x + c] = static_cast<uint8_t>((a[i] + a[i + 3] + b[i] + b[i + 3] + 2) >> 2);
+      }
+  }
+
+  // The horizontal passes of the two source rows of output row y (rows clamped to the image) and its weights.
+  void sources(int64_t y, const int32_t*& s0, const int32_t*& s1, int32_t& b0, int32_t& b1) {
     const int64_t last = p_.src_h - 1;
     const int64_t sy0 = std::min(std::max<int64_t>(p_.yofs[y], 0), last);
     const int64_t sy1 = std::min(std::max<int64_t>(p_.yofs[y] + 1, 0), last);
     const int k0 = fetch(sy0, -1, sy1);
     const int k1 = fetch(sy1, k0, -1);
-    const int32_t b0 = p_.beta[2 * y], b1 = p_.beta[2 * y + 1];
-    const int32_t* __restrict s0 = slot(k0);
-    const int32_t* __restrict s1 = slot(k1);
-    for (int64_t x = 0; x < width_; ++x) {
-      const int32_t q = (((((s0[x] >> 4) * b0) >> 16) + (((s1[x] >> 4) * b1) >> 16)) + 2) >> 2;
-      d[x] = static_cast<uint8_t>(q < 0 ? 0 : (q > 255 ? 255 : q));
-    }
+    s0 = slot(k0), s1 = slot(k1);
+    b0 = p_.beta[2 * y], b1 = p_.beta[2 * y + 1];
   }
 
- private:
-  int32_t* slot(int k) { return buf_.data() + k * width_; }
+  int32_t* slot(int k) { return buf_.data() + k * 3 * n_; }
 
   // The slot holding source row `want` (computed into a slot other than `keep`, and preferably not the
   // one holding `next`, when missing).
   int fetch(int64_t want, int keep, int64_t next) {
     for (int k = 0; k < 2; ++k)
       if (have_[k] == want) return k;
-    int k = keep >= 0 ? 1 - keep : (have_[0] == next ? 1 : 0);
-    hpass(src_ + want * stride_, slot(k));
+    const int k = keep >= 0 ? 1 - keep : (have_[0] == next ? 1 : 0);
+    hpass(src_ + want * stride_, p_.x0.data(), p_.x1.data(), p_.a0.data(), p_.a1.data(), n_, slot(k));
     have_[k] = want;
     return k;
   }
 
-  void hpass(const uint8_t* __restrict row, int32_t* __restrict out) const {
-    const int32_t* xo = p_.xofs.data();
-    const int16_t* al = p_.alpha.data();
-    for (int64_t x = 0; x < p_.dst_w; ++x) {
-      const int32_t s = xo[3 * x], a0 = al[2 * x], a1 = al[2 * x + 1];
-      if (a1) {
-        out[3 * x] = row[s] * a0 + row[s + 3] * a1;
-        out[3 * x + 1] = row[s + 1] * a0 + row[s + 4] * a1;
-        out[3 * x + 2] = row[s + 2] * a0 + row[s + 5] * a1;
-      } else {
-        out[3 * x] = row[s] * a0;
-        out[3 * x + 1] = row[s + 1] * a0;
-        out[3 * x + 2] = row[s + 2] * a0;
-      }
-    }
-  }
-
   const ResizePlan& p_;
   const uint8_t* src_;
-  int64_t stride_, width_;
+  int64_t stride_, n_;
   std::vector<int32_t> buf_;
+  std::vector<uint8_t> tmp_;
   int64_t have_[2] = {-1, -1};
 };
 
@@ -261,12 +313,9 @@ Letterbox letterbox(const uint8_t* bgr, int64_t src_h, int64_t src_w, int64_t ro
   if (out == nullptr) fail("letterbox: output buffer is null");
   const Letterbox lb = letterbox_geometry(src_h, src_w, opt);
   const ResizePlan plan = make_plan(src_h, src_w, lb.new_h, lb.new_w);
-  float lut[256];
-  for (int v = 0; v < 256; ++v) lut[v] = static_cast<float>(v) / 255.0f;
-  const float pad = lut[opt.pad_value];
+  const float pad = static_cast<float>(opt.pad_value) / 255.0f;
   const int64_t plane = lb.dst_h * lb.dst_w;
   parallel_rows(lb.dst_h, nthreads, plane * 3, [&](int64_t y0, int64_t y1) {
-    std::vector<uint8_t> row(static_cast<size_t>(lb.new_w * 3));
     RowResizer rs(plan, bgr, row_stride);
     for (int64_t y = y0; y < y1; ++y) {
       float* rp = out + y * lb.dst_w;
@@ -279,17 +328,11 @@ Letterbox letterbox(const uint8_t* bgr, int64_t src_h, int64_t src_w, int64_t ro
         std::fill(bp, bp + lb.dst_w, pad);
         continue;
       }
-      rs.row(r, row.data());
       const int64_t l = lb.left, e = lb.left + lb.new_w;
       std::fill(rp, rp + l, pad), std::fill(gp, gp + l, pad), std::fill(bp, bp + l, pad);
       std::fill(rp + e, rp + lb.dst_w, pad), std::fill(gp + e, gp + lb.dst_w, pad);
       std::fill(bp + e, bp + lb.dst_w, pad);
-      const uint8_t* s = row.data();
-      for (int64_t x = 0; x < lb.new_w; ++x) {
-        bp[l + x] = lut[s[3 * x]];
-        gp[l + x] = lut[s[3 * x + 1]];
-        rp[l + x] = lut[s[3 * x + 2]];
-      }
+      rs.row(r, rp + l, gp + l, bp + l);
     }
   });
   return lb;
