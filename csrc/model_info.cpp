@@ -39,7 +39,8 @@ void read_value(coco::Cursor& c, std::string_view key, ModelInfo& info, const st
     } else {
       info.height = info.width = integer(c, k, source);
     }
-    if (info.height <= 0 || info.width <= 0) throw std::invalid_argument(source + ": metadata 'imgsz' must be positive");
+    if (info.height <= 0 || info.width <= 0)
+      throw std::invalid_argument(source + ": metadata 'imgsz' must be positive");
   } else if (key == "stride") {
     info.stride = integer(c, k, source);
     if (info.stride <= 0) throw std::invalid_argument(source + ": metadata 'stride' must be positive");

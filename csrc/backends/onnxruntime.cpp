@@ -115,7 +115,8 @@ const ModelInfo& OnnxModel::info() const { return impl_->info; }
 void OnnxModel::run(const float* input, int64_t height, int64_t width, RawOutput& out) {
   Impl& m = *impl_;
   const OrtApi& api = ort();
-  if (input == nullptr || height <= 0 || width <= 0) throw std::invalid_argument(m.path + ": run() needs a (3, h, w) input");
+  if (input == nullptr || height <= 0 || width <= 0)
+    throw std::invalid_argument(m.path + ": run() needs a (3, h, w) input");
   if (!m.info.dynamic && (height != m.info.height || width != m.info.width))
     throw std::invalid_argument(m.path + " was exported for " + std::to_string(m.info.height) + "x" +
                                 std::to_string(m.info.width) + " inputs (dynamic=False), got " +
