@@ -75,12 +75,23 @@ def segment_postprocess(
 
     ``crops=True`` (what the predictor asks for its own Results): on the CPU with the compiled
     kernels, ``"masks"`` is a :class:`yoloseg.ops.mask_crops.MaskCrops` (the same pixels, only the
-    box regions stored; ``Results.masks.data`` builds the dense tensor when it is read).
+    box regions stored; ``Results.masks.data`` builds the dense tensor when it is read), and the whole
+    postprocess is one compiled call per image (:mod:`yoloseg.ops.pipeline`, the C++ API of csrc/pipeline.h).
     """
     if ops is None:
         from yoloseg import ops
     pred, protos = preds
     input_shape = tuple(int(v) for v in input_shape[-2:])
+    if crops and getattr(ops, "__name__", "") == "yoloseg.ops" and _pipeline_ok(pred, protos):
+        from yoloseg.ops.pipeline import segment_postprocess_image  # the code C++ embedders run (csrc/pipeline.h)
+
+        return [
+            segment_postprocess_image(
+                pred[i], protos[i], input_shape, orig_shapes[i], conf=conf, iou=iou, classes=classes,
+                agnostic=agnostic, max_det=max_det, retina_masks=retina_masks,
+            )
+            for i in range(len(pred))
+        ]
     nm = protos.shape[1]
     dets = ops.non_max_suppression(
         pred, conf_thres=conf, iou_thres=iou, classes=classes, agnostic=agnostic, max_det=max_det, nm=nm
@@ -112,6 +123,15 @@ def segment_postprocess(
         else:
             out.append({"boxes": boxes, "masks": masks, "mask_boxes": crop})
     return out
+
+
+def _pipeline_ok(pred, protos) -> bool:
+    from yoloseg.ops.pipeline import available
+
+    return (
+        isinstance(pred, torch.Tensor) and isinstance(protos, torch.Tensor) and pred.ndim == 3 and protos.ndim == 4
+        and len(pred) == len(protos) and available(pred, protos)
+    )
 
 
 def _crops_ok(protos, det) -> bool:
