@@ -81,6 +81,20 @@ def _exports(pt: Path, work: Path, data: str) -> dict:
     for name in ("ort fp32", "ort int8", "openvino fp32", "openvino int8"):
         if (name, 1) in paths:
             out[name] = ("ort" if name.startswith("ort") else "openvino", paths[(name, 1)], paths[(name, 8)])
+    # the float-node choice: the same calibration with other sets of nodes kept in float32 (batch 1 only)
+    from yoloseg.engine.quantize import calibration_files, quantize_onnx
+
+    for policy in [p for p in os.environ.get("YOLOSEG_BENCH_POLICIES", "").split(",") if p]:
+        dst = work / f"int8-{policy}.onnx"
+        quantize_onnx(paths[("ort fp32", 1)], dst, calibration_files(data), (IMGSZ, IMGSZ), 1, policy=policy)
+        from yoloseg.engine.exporter import Exporter  # noqa: F401  (metadata: copy the fp32 file's)
+        import onnx
+
+        q, f = onnx.load(str(dst)), onnx.load(paths[("ort fp32", 1)])
+        del q.metadata_props[:]
+        q.metadata_props.extend(f.metadata_props)
+        onnx.save(q, str(dst))
+        out[f"ort int8 float={policy}"] = ("ort", str(dst), None)
     out.update(_ultralytics_exports(pt, work, data))
     return out
 
@@ -156,7 +170,7 @@ def test_cpu_backends(pt, data, tmp_path):
             kind, p1, p8 = backends[n]
             ms1, _ = _time(kind, p1, 1, 1)
             msa, rss = _time(kind, p1, 0, 1)
-            ms8, _ = _time(kind, p8, 0, 8)
+            ms8 = _time(kind, p8, 0, 8)[0] if p8 else float("nan")
             cols[n]["t1"].append(ms1), cols[n]["tall"].append(msa), cols[n]["rss"].append(rss)
             cols[n]["b8"].append(8e3 / ms8)
     acc = {n: _val(backends[n][1], data) for n in names}

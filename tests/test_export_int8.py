@@ -88,7 +88,7 @@ def _val_images(data):
     return torch.from_numpy(np.stack(ims)).permute(0, 3, 1, 2).flip(1).float().contiguous() / 255
 
 
-def _compare(backend, yolo, x, score_tol, box_tol, coef_tol, proto_tol):
+def _compare(backend, yolo, x, score_tol, box_tol, coef_tol, proto_tol, score_median_tol=1e-3):
     with torch.inference_mode():
         want_pred, want_protos = yolo.model.eval()(x)
     pred, protos = backend(x)
@@ -99,6 +99,7 @@ def _compare(backend, yolo, x, score_tol, box_tol, coef_tol, proto_tol):
     d_coef = (pred[:, 4 + nc:] - want_pred[:, 4 + nc:]).abs()
     d_proto = (protos - want_protos).abs()
     assert d_score.max() <= score_tol, f"scores differ by up to {d_score.max():.4g}"
+    assert d_score.median() <= score_median_tol, f"scores differ by {d_score.median():.4g} (median)"
     assert d_box.median() <= box_tol, f"boxes differ by {d_box.median():.4g} px (median)"
     assert d_coef.median() <= coef_tol and d_proto.median() <= proto_tol
     top = want_pred[:, 4:4 + nc].amax(1) > 0.5 * float(want_pred[:, 4:4 + nc].max())
@@ -232,7 +233,8 @@ def test_openvino_int8_predict_and_val(exported, data, yolo):
     assert Path(path).name == "m_int8_openvino_model"
     xml = (Path(path) / "m.xml").read_text()
     assert "FakeQuantize" in xml or "FakeConvert" in xml or 'element_type="i8"' in xml or "u8" in xml
-    _compare(load_exported(path), yolo, _val_images(data), score_tol=0.08, box_tol=1.5, coef_tol=0.3, proto_tol=0.1)
+    # 6 calibration images at 96 px: the worst anchor's score moves by up to ~0.2, the typical one by < 1e-3
+    _compare(load_exported(path), yolo, _val_images(data), score_tol=0.3, box_tol=1.5, coef_tol=0.3, proto_tol=0.1)
     img = sorted((Path(data).parent / "images" / "val").glob("*.jpg"))[0]
     res = YOLO(path + "/").predict(str(img), conf=0.01)
     assert len(res[0].boxes) > 0 and res[0].masks is not None
