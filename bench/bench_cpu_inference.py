@@ -44,6 +44,8 @@ ROUNDS = int(os.environ.get("YOLOSEG_BENCH_ROUNDS", "8"))
 BLOCKS = int(os.environ.get("YOLOSEG_BENCH_BLOCKS", "4"))
 N_TRAIN, N_VAL = int(os.environ.get("YOLOSEG_BENCH_NTRAIN", "300")), int(os.environ.get("YOLOSEG_BENCH_NVAL", "100"))
 TOOL = Path(__file__).parent / "tools" / "cpu_infer.py"
+B8 = os.environ.get("YOLOSEG_BENCH_B8", "1") != "0"  # 0: skip the batch-8 exports and column (busy machine)
+PEERS = os.environ.get("YOLOSEG_BENCH_PEERS", "1") != "0"  # 0: skip Ultralytics' exports
 
 
 def _has(module: str) -> bool:
@@ -65,9 +67,9 @@ def _exports(pt: Path, work: Path, data: str) -> dict:
     """name -> (kind, batch-1 path, batch-8 path)."""
     from yoloseg import YOLO
 
-    out = {"torch eager fp32": ("torch", str(pt), str(pt))}
+    out = {"torch eager fp32": ("torch", str(pt), str(pt) if B8 else None)}
     paths = {}
-    for b in (1, 8):
+    for b in (1, 8) if B8 else (1,):
         d = work / f"b{b}"
         d.mkdir(parents=True, exist_ok=True)
         shutil.copy(pt, d / "model.pt")
@@ -80,7 +82,7 @@ def _exports(pt: Path, work: Path, data: str) -> dict:
             paths[("openvino int8", b)] = m.export(format="openvino", int8=True, data=data, **kw)
     for name in ("ort fp32", "ort int8", "openvino fp32", "openvino int8"):
         if (name, 1) in paths:
-            out[name] = ("ort" if name.startswith("ort") else "openvino", paths[(name, 1)], paths[(name, 8)])
+            out[name] = ("ort" if name.startswith("ort") else "openvino", paths[(name, 1)], paths.get((name, 8)))
     # the float-node choice: the same calibration with other sets of nodes kept in float32 (batch 1 only)
     from yoloseg.engine.quantize import calibration_files, quantize_onnx
 
@@ -95,7 +97,8 @@ def _exports(pt: Path, work: Path, data: str) -> dict:
         q.metadata_props.extend(f.metadata_props)
         onnx.save(q, str(dst))
         out[f"ort int8 float={policy}"] = ("ort", str(dst), None)
-    out.update(_ultralytics_exports(pt, work, data))
+    if PEERS:
+        out.update(_ultralytics_exports(pt, work, data))
     return out
 
 
