@@ -89,7 +89,6 @@ def _exports(pt: Path, work: Path, data: str) -> dict:
     for policy in [p for p in os.environ.get("YOLOSEG_BENCH_POLICIES", "").split(",") if p]:
         dst = work / f"int8-{policy}.onnx"
         quantize_onnx(paths[("ort fp32", 1)], dst, calibration_files(data), (IMGSZ, IMGSZ), 1, policy=policy)
-        from yoloseg.engine.exporter import Exporter  # noqa: F401  (metadata: copy the fp32 file's)
         import onnx
 
         q, f = onnx.load(str(dst)), onnx.load(paths[("ort fp32", 1)])
