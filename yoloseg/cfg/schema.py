@@ -117,7 +117,7 @@ MODE_DEFAULTS = {
     "train": {},
     "val": {"conf": 0.001, "rect": True},
     "predict": {"conf": 0.25, "batch": 1, "save": False},
-    "export": {"batch": 1},
+    "export": {"batch": 1, "data": None},
     "info": {},
 }
 
@@ -138,7 +138,7 @@ _SETTINGS = [
     _g("task", "segment", "str", "task to run; `segment` is built in, plugins may add more (see `yoloseg plugins`)"),
     _g("mode", "train", "str", "what to do with the model", choices=("train", "val", "predict", "export", "info")),
     _g("model", "yolo11n-seg.yaml", "str?", "packaged model YAML name (the letter after yolo11 picks the scale n/s/m/l/x), "
-       "a model YAML path, a checkpoint (.pt), or an exported .onnx/.torchscript file"),
+       "a model YAML path, a checkpoint (.pt), an exported .onnx/.torchscript file or an OpenVINO export folder"),
     _g("data", "synthetic-shapes", "str?", "data set YAML path or packaged data set name; `synthetic-shapes` is generated "
        "on the fly and needs no download"),
     _g("imgsz", 640, "int|list[int]", "network input size: one number for a square input or [h, w]", ">=32"),
@@ -176,7 +176,8 @@ _SETTINGS = [
     _t("resume", False, "bool|str", "continue an interrupted run: true takes model as the last.pt to resume, "
        "a path names it"),
     _t("amp", True, "bool", "mixed precision on CUDA (ignored on CPU)"),
-    _t("fraction", 1.0, "float", "use this fraction of the training images", "(0,1]"),
+    _t("fraction", 1.0, "float", "use this fraction of the training images (also the share of the train split "
+       "drawn for int8 export calibration)", "(0,1]"),
     _t("freeze", None, "int|list[int]?", "freeze the first N layers, or the listed layer indices", ">=0"),
     _t("overlap_mask", True, "bool", "store the masks of one image in a single index map (instance 1..n) "
        "instead of one mask per instance"),
@@ -209,7 +210,10 @@ _SETTINGS = [
     _p("show_boxes", True, "bool", "draw boxes on annotated images (masks are always drawn)"),
     _p("line_width", None, "int?", "box line width in pixels (empty: scaled to the image size)", ">=1"),
     # export
-    _e("format", "onnx", "str", "file format to export to", choices=("onnx", "torchscript")),
+    _e("format", "onnx", "str", "file format to export to", choices=("onnx", "torchscript", "openvino")),
+    _e("int8", False, "bool", "int8 post-training quantization (onnx: onnxruntime QDQ, written as <name>_int8.onnx "
+       "beside the float file; openvino: NNCF), calibrated on images of data's train split"),
+    _e("calib_images", None, "int?", "int8: most calibration images taken from the train split (empty: 300)", ">=1"),
     _e("optimize", False, "bool", "optimise a TorchScript export for mobile"),
     _e("dynamic", False, "bool", "ONNX with dynamic batch and image size"),
     _e("simplify", True, "bool", "simplify the ONNX graph when onnxslim or onnxsim is installed"),

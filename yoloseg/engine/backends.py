@@ -1,4 +1,5 @@
-"""Inference backends for exported models: ONNX (onnxruntime) and TorchScript (``torch.jit.load``).
+"""Inference backends for exported models: ONNX (onnxruntime), OpenVINO IR folders (openvino runtime) and
+TorchScript (``torch.jit.load``).
 
 ``load_exported(path, device=None)`` returns a backend that behaves like the eval-mode PyTorch model for the
 predictor and validator: ``backend(x)`` with ``x`` a float32 ``(B, 3, H, W)`` tensor in [0, 1] returns torch
@@ -27,13 +28,42 @@ from pathlib import Path
 import torch
 
 __all__ = [
-    "ExportedModel", "OnnxModel", "TorchScriptModel", "load_exported", "parse_metadata", "read_metadata",
-    "exported_defaults", "end2end_postprocess",
+    "ExportedModel", "OnnxModel", "OpenVINOModel", "TorchScriptModel", "load_exported", "parse_metadata",
+    "read_metadata", "exported_defaults", "end2end_postprocess", "require_openvino", "openvino_xml",
 ]
 
 LOGGER = logging.getLogger("yoloseg")
 ONNX_INSTALL_HINT = "pip install 'yoloseg[onnx]'  (or: pip install onnxruntime)"
+OPENVINO_INSTALL_HINT = "pip install 'yoloseg[openvino]'  (or: pip install openvino nncf)"
 TS_META_FILES = ("config.json", "config.txt")
+
+
+def require_openvino(what: str, nncf: bool = False) -> None:
+    """Import check with an error that names the extra to install."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        raise ModuleNotFoundError(f"{what} needs openvino: {OPENVINO_INSTALL_HINT}") from None
+    if nncf:
+        try:
+            import nncf as _nncf  # noqa: F401
+        except ImportError:
+            raise ModuleNotFoundError(f"{what} with int8=True needs nncf: {OPENVINO_INSTALL_HINT}") from None
+
+
+def openvino_xml(path: str | Path) -> Path | None:
+    """The IR ``.xml`` of an OpenVINO export: the file itself, or the single ``.xml`` inside a folder."""
+    p = Path(path)
+    if p.is_file() and p.suffix.lower() == ".xml":
+        return p
+    if p.is_dir():
+        xmls = sorted(p.glob("*.xml"))
+        if len(xmls) == 1:
+            return xmls[0]
+        if len(xmls) > 1:
+            raise ValueError(f"{str(path)!r} holds several .xml files ({', '.join(x.name for x in xmls)}); "
+                             f"give the one to load")
+    return None
 
 
 def parse_metadata(raw: dict) -> dict:
@@ -196,6 +226,43 @@ class OnnxModel(ExportedModel):
         return [torch.from_numpy(o) for o in outs]
 
 
+class OpenVINOModel(ExportedModel):
+    """An OpenVINO IR (``<name>_openvino_model/`` folder with ``.xml``, ``.bin`` and ``metadata.yaml``) compiled
+    for the CPU by the openvino runtime (latency hint; ``threads`` sets the inference threads)."""
+
+    format = "openvino"
+
+    def __init__(self, path: str | Path, device=None, threads: int | None = None):
+        require_openvino(f"running {str(path)!r}")
+        import openvino as ov
+
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        if device.type != "cpu":
+            LOGGER.warning(f"{path}: OpenVINO models run on the CPU here; device={device} is not used")
+            device = torch.device("cpu")
+        xml = openvino_xml(path)
+        if xml is None:
+            raise FileNotFoundError(f"{str(path)!r}: no OpenVINO .xml model found")
+        core = ov.Core()
+        model = core.read_model(str(xml))
+        config = {"PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.compiled = core.compile_model(model, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        inp = model.inputs[0]
+        pshape = inp.get_partial_shape()
+        shape = [d.get_length() if d.is_static else None for d in pshape] if pshape.rank.is_static else []
+        super().__init__(path, read_metadata(path), device, input_shape=shape)
+        self.input_half = inp.get_element_type() == ov.Type.f16
+        self.output_count = len(model.outputs)
+
+    def _run(self, x: torch.Tensor) -> list[torch.Tensor]:
+        arr = x.detach().to("cpu", torch.float16 if self.input_half else torch.float32).contiguous().numpy()
+        res = self.request.infer({0: arr})
+        return [torch.from_numpy(res[self.compiled.output(i)].copy()) for i in range(self.output_count)]
+
+
 class TorchScriptModel(ExportedModel):
     """A TorchScript file loaded with ``torch.jit.load`` (metadata from its ``config.json`` extra file)."""
 
@@ -235,6 +302,18 @@ class TorchScriptModel(ExportedModel):
 def read_metadata(path: str | Path) -> dict:
     """The metadata of an exported file without starting a runtime (onnx protobuf / the TorchScript zip)."""
     p = Path(path)
+    if p.is_dir() or p.suffix.lower() == ".xml":
+        import yaml
+
+        folder = p if p.is_dir() else p.parent
+        meta_file = folder / "metadata.yaml"
+        if not meta_file.is_file():
+            return {}
+        try:
+            meta = yaml.safe_load(meta_file.read_text())
+        except yaml.YAMLError as e:
+            raise ValueError(f"{meta_file}: not valid YAML ({e})") from None
+        return parse_metadata(meta) if isinstance(meta, dict) else {}
     if p.suffix.lower() == ".onnx":
         import onnx
 
@@ -273,8 +352,15 @@ def exported_defaults(path: str | Path) -> dict:
 
 
 def load_exported(path: str | Path, device=None, dnn: bool = False, threads: int | None = None) -> ExportedModel:
-    """Open an exported ``.onnx`` or ``.torchscript`` file as a backend (``dnn`` is accepted and ignored)."""
+    """Open an exported ``.onnx`` / ``.torchscript`` file or OpenVINO folder (or its ``.xml``) as a backend
+    (``dnn`` is accepted and ignored)."""
     p = Path(path)
+    if p.is_dir() or (p.is_file() and p.suffix.lower() == ".xml"):
+        if device is not None and not isinstance(device, torch.device):
+            from yoloseg.utils.torch_utils import select_device
+
+            device = select_device(device)
+        return OpenVINOModel(p, device=device, threads=threads)
     if not p.is_file():
         raise FileNotFoundError(f"exported model {str(path)!r} not found")
     if device is not None and not isinstance(device, torch.device):
@@ -286,7 +372,8 @@ def load_exported(path: str | Path, device=None, dnn: bool = False, threads: int
         return OnnxModel(p, device=device, threads=threads)
     if suffix == ".torchscript":
         return TorchScriptModel(p, device=device)
-    raise ValueError(f"model={str(path)!r}: exported models must be .onnx or .torchscript files")
+    raise ValueError(f"model={str(path)!r}: exported models must be .onnx or .torchscript files or OpenVINO "
+                     f"folders (<name>_openvino_model/)")
 
 
 def _fill_outside_crop(logits: torch.Tensor, boxes: torch.Tensor, input_shape) -> torch.Tensor:

@@ -44,7 +44,7 @@ from yoloseg.utils.files import atomic_path
 
 __all__ = ["Exporter", "FORMATS", "load_exported", "merge_slices_into_split", "supported_opsets"]
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript"}
+FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript", "openvino": "_openvino_model"}
 MIN_OPSET = 11  # Resize with half-pixel coordinates, TopK with a k input, NonMaxSuppression
 RAW_OUTPUTS = ("pred", "protos")
 
@@ -209,12 +209,29 @@ class Exporter:
             raise ValueError(f"batch must be a positive int for export, got {b!r}")
         return int(b)
 
-    def output_path(self, fmt: str, end2end: bool) -> Path:
+    def output_path(self, fmt: str, end2end: bool, int8: bool = False) -> Path:
         src = self._c("model", None) or "model"
         src = Path(str(src))
         folder = src.parent if src.suffix.lower() in (".pt", ".pth") else Path(".")
         stem = src.stem if src.suffix else src.name
-        return folder / f"{stem}{'_end2end' if end2end else ''}{FORMATS[fmt]}"
+        tag = ("_end2end" if end2end else "") + ("_int8" if int8 else "")
+        return folder / f"{stem}{tag}{FORMATS[fmt]}"
+
+    def _int8_checks(self, fmt: str, end2end: bool) -> bool:
+        """Whether an int8 export was asked for; refuses combinations that cannot be made."""
+        if not bool(self._c("int8", False)):
+            return False
+        if fmt == "torchscript":
+            raise ValueError("int8=True is available for format=onnx (onnxruntime QDQ) and format=openvino (NNCF), "
+                             "not torchscript")
+        if end2end:
+            raise ValueError("int8=True quantizes standard exports; it cannot be combined with end2end=True/nms=True")
+        if bool(self._c("half", False)):
+            raise ValueError("half=True and int8=True ask for two different precisions; choose one")
+        if self._c("data", None) in (None, ""):
+            raise ValueError("int8=True needs calibration images: give data=<data set YAML> (images of its train "
+                             "split are used)")
+        return True
 
     @staticmethod
     def check_writable(folder: Path) -> None:
@@ -236,8 +253,13 @@ class Exporter:
         end2end = bool(self._c("end2end", False)) or bool(self._c("nms", False))  # nms=True: the Ultralytics name
         if end2end and fmt != "onnx":
             raise ValueError("end2end=True (or nms=True) is only available for format=onnx")
-        opset = self._opset() if fmt == "onnx" else None
-        if fmt == "onnx":
+        int8 = self._int8_checks(fmt, end2end)
+        opset = self._opset() if fmt in ("onnx", "openvino") else None
+        if fmt == "openvino":
+            from yoloseg.engine.backends import require_openvino
+
+            require_openvino("OpenVINO export", nncf=int8)
+        if fmt in ("onnx", "openvino"):
             try:
                 import onnx  # noqa: F401
             except ImportError:
@@ -253,11 +275,19 @@ class Exporter:
         iou = float(self._c("iou", 0.7))
         path = self.output_path(fmt, end2end)
         self.check_writable(path.parent)
+        calib = None
+        if int8:
+            from yoloseg.engine.quantize import calibration_files
+
+            calib = calibration_files(self._c("data"), self._c("fraction", 1.0), self._c("calib_images", None))
 
         from yoloseg.utils.torch_utils import select_device
 
         device = select_device(self._c("device", None))
         half = bool(self._c("half", False))
+        ov_half = half and fmt == "openvino"  # OpenVINO: float16 weights in the IR, whatever the export device
+        if ov_half:
+            half = False
         if half and device.type != "cuda":
             _log("WARNING: half=True needs a CUDA device (device=0); exporting float32")
             half = False
@@ -282,11 +312,19 @@ class Exporter:
         else:
             outputs = RAW_OUTPUTS
 
-        meta = self.metadata(fmt, imgsz, batch, dynamic, half, end2end, opset, outputs, stride)
+        meta = self.metadata(fmt, imgsz, batch, dynamic, half or ov_half, end2end, opset, outputs, stride)
         if end2end:
             meta.update(conf=conf, iou=iou, max_det=max_det)
+        if int8:
+            meta.update(int8=True, calib_images=len(calib))
         if fmt == "onnx":
-            self._export_onnx(net, im, path, meta, opset, dynamic, outputs)
+            self._export_onnx(net, im, path, {**meta, "int8": False} if int8 else meta, opset, dynamic, outputs)
+            if int8:
+                path = self._quantize_onnx(path, calib, imgsz, batch, meta)
+        elif fmt == "openvino":
+            path = self.output_path(fmt, end2end, int8)
+            self.check_writable(path.parent)
+            self._export_openvino(net, im, path, meta, opset, dynamic, outputs, ov_half, calib, imgsz)
         else:
             self._export_torchscript(net, im, path, meta)
         if bool(self._c("verbose", True)):
@@ -354,6 +392,58 @@ class Exporter:
             onnx.checker.check_model(model, full_check=True)
             onnx.save(model, tmp)
 
+    def _quantize_onnx(self, fp32: Path, calib: list, imgsz, batch: int, meta: dict) -> Path:
+        import json as _json
+
+        import onnx
+
+        from yoloseg.engine.quantize import quantize_onnx
+
+        dst = fp32.with_name(fp32.stem + "_int8" + fp32.suffix)
+        _log(f"int8: calibrating on {len(calib)} train images of {self._c('data')} ...")
+        with atomic_path(dst) as tmp:
+            info = quantize_onnx(fp32, tmp, calib, imgsz, batch)
+            q = onnx.load(tmp)
+            del q.metadata_props[:]
+            for k, v in meta.items():
+                entry = q.metadata_props.add()
+                entry.key, entry.value = k, _json.dumps(v)
+            onnx.save(q, tmp)
+        _log(f"int8: {info['float_nodes']} nodes kept in float32 (head decode and output convolutions)")
+        return dst
+
+    def _export_openvino(self, net, im, folder: Path, meta: dict, opset, dynamic, outputs, half: bool, calib,
+                         imgsz) -> None:
+        """``folder/<stem>.xml`` + ``.bin`` (converted from the ONNX graph) + ``metadata.yaml``."""
+        import shutil
+
+        import onnx
+        import openvino as ov
+        import yaml
+
+        stem = folder.name[: -len("_openvino_model")].removesuffix("_int8") or "model"
+        tmpdir = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            onnx_path = tmpdir / f"{stem}.onnx"
+            self._export_onnx(net, im, onnx_path, {**meta, "format": "onnx"}, opset, dynamic, outputs)
+            ov_model = ov.convert_model(str(onnx_path))
+            if calib is not None:
+                from yoloseg.engine.quantize import quantize_openvino
+
+                _log(f"int8: calibrating on {len(calib)} train images of {self._c('data')} (NNCF) ...")
+                ov_model = quantize_openvino(ov_model, onnx.load(str(onnx_path)), calib, imgsz)
+            out = tmpdir / "out"
+            out.mkdir()
+            ov.save_model(ov_model, str(out / f"{stem}.xml"), compress_to_fp16=half)
+            (out / "metadata.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+            old = None
+            if folder.exists():
+                old = tmpdir / "old"
+                os.replace(folder, old)
+            os.replace(out, folder)
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
     def _simplify(self, model):
         try:
             import onnxslim
@@ -383,7 +473,8 @@ class Exporter:
 
     @staticmethod
     def _print_usage(path: Path, fmt, imgsz, batch, dynamic, end2end, opset, seconds) -> None:
-        size_mb = path.stat().st_size / 1e6
+        files = [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else [path]
+        size_mb = sum(f.stat().st_size for f in files) / 1e6
         what = f"{fmt}" + (f" opset {opset}" if opset else "")
         shape = "dynamic batch/size" if dynamic else f"{imgsz[0]}x{imgsz[1]}, batch {batch}"
         sz = "" if dynamic else f" imgsz={imgsz[0] if imgsz[0] == imgsz[1] else list(imgsz)}"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 __all__ = ["YOLO", "EXPORTED_SUFFIXES"]
 
-EXPORTED_SUFFIXES = (".onnx", ".torchscript")
+EXPORTED_SUFFIXES = (".onnx", ".torchscript", ".xml")  # .xml: OpenVINO (the IR file or its folder)
 _YAML_SUFFIXES = (".yaml", ".yml")
 # Training arguments a checkpoint passes on to later calls (the rest describe the old run, not the model).
 _REMEMBERED = ("data", "imgsz", "single_cls", "task")
@@ -62,13 +62,15 @@ class YOLO:
             raise ValueError("model must not be empty")
         self.model_name = name
         suffix = Path(name).suffix.lower()
+        if Path(name).is_dir() or suffix == ".xml":
+            suffix = ".xml"  # an OpenVINO export: <name>_openvino_model/ or its .xml
         if suffix in _YAML_SUFFIXES:
             self._task = get_task(task or self._task_for_yaml(name))
             self.model = self._task.build_model(name)
         elif suffix == ".pt":
             self._load_checkpoint(name, task)
         elif suffix in EXPORTED_SUFFIXES:
-            if not Path(name).is_file():
+            if not Path(name).exists():
                 raise FileNotFoundError(f"model file {name!r} not found")
             self.is_exported, self.exported_path = True, name
             from yoloseg.engine.backends import exported_defaults
@@ -77,8 +79,8 @@ class YOLO:
             self._task = get_task(task or self.overrides.get("task") or "segment")
             self.overrides["task"] = self._task.name
         else:
-            raise ValueError(f"model={name!r}: expected a .yaml config, a .pt checkpoint or an exported "
-                             f"{'/'.join(EXPORTED_SUFFIXES)} file")
+            raise ValueError(f"model={name!r}: expected a .yaml config, a .pt checkpoint, an exported "
+                             f"{'/'.join(EXPORTED_SUFFIXES)} file or an OpenVINO export folder")
 
     # ------------------------------------------------------------------------------------ loading
     @staticmethod
@@ -246,7 +248,7 @@ class YOLO:
         return self.metrics
 
     def export(self, format: str | None = None, **kwargs):
-        """Write the model as `format` ("onnx" or "torchscript"); returns the file's path."""
+        """Write the model as `format` ("onnx", "torchscript" or "openvino"); returns the file's (folder's) path."""
         self._require_torch("export()")
         if format is not None:
             kwargs["format"] = format
