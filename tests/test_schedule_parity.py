@@ -64,7 +64,7 @@ def simulate(case: dict):
         a.update(lr0=lr0, momentum=momentum, warmup_bias_lr=0.0)
     for g in opt.param_groups:
         g["initial_lr"] = g["lr"]
-    sched = Schedule(opt.param_groups, epochs=epochs, nb=nb, batch=batch, nbs=a["nbs"], lrf=a["lrf"],
+    sched = Schedule(opt, epochs=epochs, nb=nb, batch=batch, nbs=a["nbs"], lrf=a["lrf"],
                      cos_lr=case["cos_lr"], warmup_epochs=case["warmup_epochs"], warmup_bias_lr=a["warmup_bias_lr"],
                      warmup_momentum=a["warmup_momentum"], momentum=a["momentum"])
     ema = ModelEMA(model)

@@ -50,14 +50,15 @@ def mosaic_closed(epoch: int, epochs: int, close_mosaic: int) -> bool:
 
 
 class Schedule:
-    """Applies the schedule to `param_groups` (each with "initial_lr" and a "param_group" tag) of a run of
+    """Applies the schedule to the param groups of `optimizer` (each with "initial_lr" and a "param_group" tag;
+    read afresh each time, so a loaded optimizer state is followed) of a run of
     `epochs` epochs of `nb` batches. Call `epoch_start(epoch)` before an epoch, `iteration(ni, epoch)` before
     each batch (ni = batches seen since the start of training), and `due(ni, last_opt_step)` after its backward
     pass."""
 
-    def __init__(self, param_groups, *, epochs: int, nb: int, batch: int, nbs: int, lrf: float, cos_lr: bool,
+    def __init__(self, optimizer, *, epochs: int, nb: int, batch: int, nbs: int, lrf: float, cos_lr: bool,
                  warmup_epochs: float, warmup_bias_lr: float, warmup_momentum: float, momentum: float):
-        self.groups = param_groups
+        self.optimizer = optimizer
         self.nb = max(int(nb), 1)
         self.nominal = min(nominal_accumulate(nbs, batch), self.nb * max(int(epochs), 1))
         self.accumulate = self.nominal
@@ -74,7 +75,7 @@ class Schedule:
         self.nw = warmup_iterations(self.warmup_epochs, self.epochs, self.nb)
 
     def epoch_start(self, epoch: int) -> None:
-        for g in self.groups:
+        for g in self.optimizer.param_groups:
             g["lr"] = g["initial_lr"] * self.lf(epoch)
 
     def iteration(self, ni: int, epoch: int) -> None:
@@ -84,7 +85,7 @@ class Schedule:
         xi = [0, nw]
         self.accumulate = max(1, int(np.interp(ni, xi, [1, self.nominal]).round()))
         lr_mult = self.lf(epoch)
-        for g in self.groups:
+        for g in self.optimizer.param_groups:
             start = self.warmup_bias_lr if g.get("param_group") == "bias" else 0.0
             g["lr"] = float(np.interp(ni, xi, [start, g["initial_lr"] * lr_mult]))
             if "momentum" in g:

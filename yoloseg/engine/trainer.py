@@ -116,7 +116,7 @@ class Trainer:
         for g in self.optimizer.param_groups:
             g["initial_lr"] = g["lr"]
         self.sched = Schedule(
-            self.optimizer.param_groups, epochs=self.epochs, nb=self.nb, batch=self.batch_size, nbs=self.nbs,
+            self.optimizer, epochs=self.epochs, nb=self.nb, batch=self.batch_size, nbs=self.nbs,
             lrf=float(a.lrf), cos_lr=bool(getattr(a, "cos_lr", False)), warmup_epochs=float(a.warmup_epochs),
             warmup_bias_lr=float(a.warmup_bias_lr), warmup_momentum=float(a.warmup_momentum),
             momentum=float(a.momentum))
