@@ -139,6 +139,17 @@ def test_loader_deterministic_across_workers_and_epochs(synthetic):
         assert all(torch.equal(u, v) for u, v in zip(x, y))
 
 
+@pytest.mark.parametrize("mode", ["flip", "mixup"])
+def test_close_mosaic_also_ends_copy_paste(synthetic, mode):
+    hyp = {"imgsz": 128, "seed": 3, "copy_paste": 1.0, "copy_paste_mode": mode, "mixup": 0.5}
+    ds = build_dataset(synthetic, "train", hyp, augment=True)
+    plain = build_dataset(synthetic, "train", {"imgsz": 128, "seed": 3, "mosaic": 0.0}, augment=True)
+    ld, lp = (build_dataloader(d, 4, workers=0, shuffle=True, seed=3) for d in (ds, plain))
+    ld.close_mosaic()
+    for x, y in zip(ld, lp):
+        assert torch.equal(x["img"], y["img"]) and torch.equal(x["masks"], y["masks"])
+
+
 def test_vanished_image_is_skipped_not_fatal(tmp_path, caplog):
     for i in range(4):
         _write(tmp_path, f"im{i}", np.full((64, 64, 3), 40 * i, np.uint8), [_square(0.2, 0.2, 0.6, 0.6)])

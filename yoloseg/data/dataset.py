@@ -139,6 +139,7 @@ class SegmentDataset(Dataset):
         self.epoch = 0
         self._epoch_set = False
         self.mosaic_enabled = self.augment and float(self.hyp["mosaic"]) > 0 and not self.rect
+        self.mosaic_closed = False  # close_mosaic() also ends copy-paste
         self.n_bad_loads = 0
         self._bad_files: set = set()
 
@@ -277,8 +278,9 @@ class SegmentDataset(Dataset):
         self._epoch_set = True
 
     def close_mosaic(self, *_args) -> None:
-        """Turn mosaic (and mixup, which builds on it) off, e.g. for the last ``close_mosaic`` epochs."""
+        """Turn mosaic, mixup, cutmix and copy-paste off, e.g. for the last ``close_mosaic`` epochs."""
         self.mosaic_enabled = False
+        self.mosaic_closed = True
 
     # ------------------------------------------------------------------ loading
 
@@ -345,9 +347,10 @@ class SegmentDataset(Dataset):
     def __getitem__(self, key):
         if isinstance(key, (tuple, list)):
             index, epoch, mosaic_on = int(key[0]), int(key[1]), bool(key[2]) and self.mosaic_enabled
+            closed = not bool(key[2]) or self.mosaic_closed
             stream = [self.seed, epoch, index]
         else:
-            index, mosaic_on = int(key), self.mosaic_enabled
+            index, mosaic_on, closed = int(key), self.mosaic_enabled, self.mosaic_closed
             if self._epoch_set or not self.augment:
                 stream = [self.seed, self.epoch, index]
             else:
@@ -358,7 +361,7 @@ class SegmentDataset(Dataset):
         rng = np.random.default_rng(stream)
         for attempt in range(MAX_RETRIES):
             try:
-                sample = self._augmented(index, rng, mosaic_on) if self.augment else self._plain(index)
+                sample = self._augmented(index, rng, mosaic_on, closed) if self.augment else self._plain(index)
                 return format_sample(sample, self.mask_ratio, self.overlap_mask)
             except BadSample as e:
                 self._note_bad(index, e)
@@ -380,7 +383,7 @@ class SegmentDataset(Dataset):
         s["ratio_pad"] = ((h / h0 * sy, w / w0 * sx), pad)
         return s
 
-    def _base(self, index: int, rng: np.random.Generator, mosaic_on: bool) -> dict:
+    def _base(self, index: int, rng: np.random.Generator, mosaic_on: bool, closed: bool = False) -> dict:
         hyp = self.hyp
         if mosaic_on and rng.random() < hyp["mosaic"]:
             others = rng.integers(0, len(self), 3)
@@ -392,7 +395,7 @@ class SegmentDataset(Dataset):
             s = letterbox_sample(self.load_sample(index), shape, auto=False, scaleup=False)
             s.pop("letterbox")
             border = (0, 0)
-        if hyp["copy_paste"] and str(hyp["copy_paste_mode"]) == "flip":
+        if hyp["copy_paste"] and not closed and str(hyp["copy_paste_mode"]) == "flip":
             s = copy_paste_flip(s, rng, float(hyp["copy_paste"]))
         s = random_affine(
             s,
@@ -406,9 +409,9 @@ class SegmentDataset(Dataset):
         )
         return s
 
-    def _augmented(self, index: int, rng: np.random.Generator, mosaic_on: bool) -> dict:
+    def _augmented(self, index: int, rng: np.random.Generator, mosaic_on: bool, closed: bool = False) -> dict:
         hyp = self.hyp
-        s = self._base(index, rng, mosaic_on)
+        s = self._base(index, rng, mosaic_on, closed)
         if mosaic_on and hyp["mixup"] and rng.random() < hyp["mixup"]:
             j = int(rng.integers(0, len(self)))
             try:
@@ -421,7 +424,7 @@ class SegmentDataset(Dataset):
                 s = cutmix(s, self._base(j, rng, mosaic_on), rng)
             except BadSample as e:
                 self._note_bad(j, e)
-        if hyp["copy_paste"] and str(hyp["copy_paste_mode"]) == "mixup":
+        if hyp["copy_paste"] and not closed and str(hyp["copy_paste_mode"]) == "mixup":
             j = int(rng.integers(0, len(self)))
             try:
                 s = copy_paste(s, self._base(j, rng, mosaic_on), rng, float(hyp["copy_paste"]))

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from yoloseg.engine import train_setup as ts
+from yoloseg.engine.schedule import Schedule, mosaic_closed, optimizer_iterations, scaled_weight_decay
 from yoloseg.utils.ema import ModelEMA
 from yoloseg.utils.plot_results import plot_results
 from yoloseg.utils.torch_utils import (
@@ -36,7 +37,6 @@ from yoloseg.utils.torch_utils import (
     get_rank,
     get_rng_state,
     init_seeds,
-    lr_lambda,
     select_device,
     set_cpu_threads,
     set_rng_state,
@@ -49,7 +49,6 @@ METRIC_KEYS = (
     "metrics/precision(M)", "metrics/recall(M)", "metrics/mAP50(M)", "metrics/mAP50-95(M)",
 )
 CLIP_NORM = 10.0
-WARMUP_MIN_ITERS = 100
 
 
 def fitness_of(box_map50, box_map, seg_map50, seg_map) -> float:
@@ -105,10 +104,8 @@ class Trainer:
         self.epochs = int(a.epochs)
         self.nb = max(len(self.train_loader), 1)
         self.nbs = int(getattr(a, "nbs", 64) or 64)
-        self.nominal_accumulate = min(max(round(self.nbs / self.batch_size), 1), self.nb * self.epochs)
-        self.accumulate = self.nominal_accumulate
-        weight_decay = float(a.weight_decay) * self.batch_size * self.accumulate / self.nbs
-        iterations = math.ceil(len(self.train_loader.dataset) / max(self.batch_size, self.nbs)) * self.epochs
+        weight_decay = scaled_weight_decay(float(a.weight_decay), self.batch_size, self.nbs)
+        iterations = optimizer_iterations(len(self.train_loader.dataset), self.batch_size, self.nbs, self.epochs)
         self.optimizer, opt_name, lr0, momentum = build_optimizer(
             self.model, getattr(a, "optimizer", "auto"), float(a.lr0), float(a.momentum), weight_decay,
             iterations, nc=len(self.names))
@@ -118,7 +115,11 @@ class Trainer:
             a.optimizer, a.lr0, a.momentum, a.warmup_bias_lr = opt_name, lr0, momentum, 0.0
         for g in self.optimizer.param_groups:
             g["initial_lr"] = g["lr"]
-        self.lf = lr_lambda(self.epochs, float(a.lrf), bool(getattr(a, "cos_lr", False)))
+        self.sched = Schedule(
+            self.optimizer, epochs=self.epochs, nb=self.nb, batch=self.batch_size, nbs=self.nbs,
+            lrf=float(a.lrf), cos_lr=bool(getattr(a, "cos_lr", False)), warmup_epochs=float(a.warmup_epochs),
+            warmup_bias_lr=float(a.warmup_bias_lr), warmup_momentum=float(a.warmup_momentum),
+            momentum=float(a.momentum))
         self.ema = ModelEMA(self.model)
         self.start_epoch, self.best_fitness, self.best_epoch = 0, None, 0
         self.last_opt_step = -1
@@ -141,14 +142,11 @@ class Trainer:
         """Run (or continue) training; returns the final validation metrics."""
         self.setup()
         a = self.args
-        nw = max(round(float(a.warmup_epochs) * self.nb), WARMUP_MIN_ITERS) if float(a.warmup_epochs) > 0 else 0
-        # never into the last epoch, and never more than a third of the run (short runs would be all warmup)
-        nw = min(nw, max(self.epochs - 1, 0) * self.nb, (self.epochs * self.nb) // 3)
         close_mosaic = int(getattr(a, "close_mosaic", 0) or 0)
         patience = int(getattr(a, "patience", 100) or 0)
         self.log(f"Training for {self.epochs} epochs (starting at {self.start_epoch + 1}) on {self.device}: "
                  f"{len(self.train_loader.dataset)} train images, batch {self.batch_size}, imgsz {self.imgsz}, "
-                 f"accumulate {self.accumulate}, results to {self.save_dir}"
+                 f"accumulate {self.sched.nominal}, results to {self.save_dir}"
                  + (f", {self.threads} CPU thread(s)" if self.device.type == "cpu" else ""))
         if self.start_epoch == 0:
             self.plot_labels()
@@ -157,10 +155,10 @@ class Trainer:
         epoch = self.start_epoch
         while epoch < self.epochs:
             self.epoch = epoch
-            if close_mosaic and epoch >= self.epochs - close_mosaic:
+            if mosaic_closed(epoch, self.epochs, close_mosaic):
                 ts.close_mosaic(self.train_loader)
             t0 = time.time()
-            tloss = self.train_one_epoch(epoch, nw)
+            tloss = self.train_one_epoch(epoch)
             t1 = time.time()
             final = epoch + 1 == self.epochs
             metrics, fitness, val_losses = self.validate(final)
@@ -199,23 +197,19 @@ class Trainer:
         planned = max(epoch + 1, int(self.start_epoch + budget / max(per_epoch, 1e-9)))
         if planned != self.epochs:
             self.epochs = self.args.epochs = planned
-            self.lf = lr_lambda(self.epochs, float(self.args.lrf), bool(getattr(self.args, "cos_lr", False)))
+            self.sched.set_epochs(planned)
 
-    def train_one_epoch(self, epoch: int, nw: int) -> np.ndarray:
+    def train_one_epoch(self, epoch: int) -> np.ndarray:
         model, opt = self.model, self.optimizer
         model.train()
         if hasattr(self.train_loader, "set_epoch"):
             self.train_loader.set_epoch(epoch)
-        lr_mult = self.lf(epoch)
-        if epoch * self.nb >= nw:
-            for g in opt.param_groups:
-                g["lr"] = g["initial_lr"] * lr_mult
+        self.sched.epoch_start(epoch)
         tloss, seen = None, 0
         pbar = self.progress(epoch)
         for i, batch in enumerate(self.train_loader):
             ni = i + self.nb * epoch
-            if ni <= nw and nw > 0:
-                self.warmup_step(ni, nw, lr_mult)
+            self.sched.iteration(ni, epoch)
             if batch is None or len(batch.get("img", ())) == 0:
                 if pbar is not None:
                     pbar.update(1)
@@ -234,7 +228,7 @@ class Trainer:
                     pbar.update(1)
                 continue
             self.scaler.scale(loss).backward()
-            if ni - self.last_opt_step >= self.accumulate:
+            if self.sched.due(ni, self.last_opt_step):
                 self.optimizer_step()
                 self.last_opt_step = ni
             items = items.detach().float().cpu()
@@ -246,20 +240,6 @@ class Trainer:
         if pbar is not None:
             pbar.close()
         return np.full(len(self.loss_names), np.nan) if tloss is None else tloss.numpy()
-
-    def warmup_step(self, ni: int, nw: int, lr_mult: float) -> None:
-        """Ramp accumulation 1 -> nominal, bias lr from warmup_bias_lr and other lrs from 0 up to the
-        scheduled value, and momentum from warmup_momentum to momentum, linearly over nw iterations."""
-        a = self.args
-        xi = [0, nw]
-        self.accumulate = max(1, int(np.interp(ni, xi, [1, self.nominal_accumulate]).round()))
-        for g in self.optimizer.param_groups:
-            start = float(a.warmup_bias_lr) if g.get("param_group") == "bias" else 0.0
-            g["lr"] = float(np.interp(ni, xi, [start, g["initial_lr"] * lr_mult]))
-            if "momentum" in g:
-                g["momentum"] = float(np.interp(ni, xi, [float(a.warmup_momentum), float(a.momentum)]))
-            elif "betas" in g:
-                g["betas"] = (float(np.interp(ni, xi, [float(a.warmup_momentum), float(a.momentum)])), g["betas"][1])
 
     def optimizer_step(self) -> None:
         self.scaler.unscale_(self.optimizer)

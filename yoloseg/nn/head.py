@@ -89,7 +89,7 @@ class Segment(nn.Module):
         # The validator sets it while a trainer asks for val losses; exports never see it.
         self.with_train_outputs = False
 
-    def init_biases(self, box_bias: float = 1.0) -> None:
+    def init_biases(self, box_bias: float = 2.0) -> None:
         """Prior biases: box logits ``box_bias``; class logits log(5 / nc / (640 / stride)^2), i.e. about
         5 objects per 640x640 image spread over the level's cells and the classes. Needs ``stride`` set."""
         with torch.no_grad():

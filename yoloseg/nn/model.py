@@ -29,7 +29,7 @@ class SegmentationModel(nn.Module):
     task = "segment"
 
     def __init__(
-        self, cfg: dict | str | Path = "yolo11n-seg.yaml", nc: int | None = None, ch: int = 3, box_bias: float = 1.0
+        self, cfg: dict | str | Path = "yolo11n-seg.yaml", nc: int | None = None, ch: int = 3, box_bias: float = 2.0
     ):
         super().__init__()
         d = load_model_config(cfg)
