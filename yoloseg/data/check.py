@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yoloseg.data.labels import FIXABLE, check_image, parse_label_line, read_label_lines, _line_key
+from yoloseg.data.labels import FIXABLE, check_image, label_lines, parse_label_line, read_label_lines
 from yoloseg.data.yaml import SPLITS, check_data_yaml, img2label_paths, list_image_files
 from yoloseg.utils.files import atomic_path, atomic_write_bytes, increment_path
 
@@ -154,17 +154,11 @@ def inspect_file(im_file: str, lb_file: str, nc: int | None) -> _Item:
         it.problems.append(Problem(im_file, f"no label file ({lb_file}): used as a background image", "no_label"))
     if error:
         it.problems.append(Problem(lb_file, error, "label_unreadable"))
-    seen = {}
-    for ln, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line:
-            continue
-        key = _line_key(line)
-        if key in seen:
-            it.problems.append(Problem(lb_file, f"line {ln}: repeats line {seen[key]}", "duplicate"))
+    for ln, line, first in label_lines(lines):
+        if first is not None:
+            it.problems.append(Problem(lb_file, f"line {ln}: repeats line {first}", "duplicate"))
             it.fixable = True
             continue
-        seen[key] = ln
         c, pts, kind, msg = parse_label_line(line, ln, nc)
         if kind:
             it.problems.append(Problem(lb_file, msg, kind))
@@ -182,16 +176,11 @@ def fix_label_file(lb_file: str, nc: int | None) -> bool:
     lines, missing, error = read_label_lines(lb_file)
     if missing or error:
         return False
-    out, seen, changed = [], set(), False
-    for ln, raw in enumerate(lines, 1):
-        line = raw.strip()
-        if not line:
-            continue
-        key = _line_key(line)
-        if key in seen:
+    out, changed = [], False
+    for ln, line, first in label_lines(lines):
+        if first is not None:
             changed = True
             continue
-        seen.add(key)
         c, pts, kind, _ = parse_label_line(line, ln, nc)
         if kind == "degenerate":
             changed = True

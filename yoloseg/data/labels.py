@@ -224,17 +224,11 @@ def parse_label_file(path: str, nc: int | None):
     if missing or error:
         return [], [], [error] if error else [], missing
     classes, polys, msgs = [], [], []
-    seen = set()
     dup = 0
-    for ln, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line:
-            continue
-        key = _line_key(line)
-        if key in seen:
+    for ln, line, first in label_lines(lines):
+        if first is not None:
             dup += 1
             continue
-        seen.add(key)
         c, pts, _, msg = parse_label_line(line, ln, nc)
         if msg:
             msgs.append(msg)
@@ -244,6 +238,19 @@ def parse_label_file(path: str, nc: int | None):
     if dup:
         msgs.append(f"{dup} duplicate line(s) removed")
     return classes, polys, msgs, False
+
+
+def label_lines(lines):
+    """``(line number, stripped line, first)`` for each non-empty line; ``first`` is the number of the earlier
+    line it repeats (same numeric values, see :func:`_line_key`), else None."""
+    seen = {}
+    for ln, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line:
+            continue
+        key = _line_key(line)
+        first = seen.setdefault(key, ln)
+        yield ln, line, (first if first != ln else None)
 
 
 def _line_key(line: str):

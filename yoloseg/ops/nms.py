@@ -135,6 +135,21 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, i
     return (_batched_nms_impl if eager(b, s, i) else _batched_nms_op)(b, s, i, thr)
 
 
+def check_nms_settings(conf_thres, iou_thres, max_det, classes):
+    """The checked ``(conf, iou, classes)`` of a ``non_max_suppression`` call (``classes`` as a list of ints or
+    None); ``max_det`` must be a non-negative int. Anything else is a ValueError naming the argument."""
+    conf = check_threshold(conf_thres, "conf_thres", 0.0, 1.0)
+    iou = check_threshold(iou_thres, "iou_thres", 0.0, 1.0)
+    if isinstance(max_det, bool) or not isinstance(max_det, int) or max_det < 0:
+        raise ValueError(f"max_det must be a non-negative int, got {max_det!r}")
+    if classes is not None:
+        try:
+            classes = [int(c) for c in classes]
+        except (TypeError, ValueError):
+            raise ValueError(f"classes must be None or a list of class ids, got {classes!r}") from None
+    return conf, iou, classes
+
+
 def non_max_suppression(pred, conf_thres=0.25, iou_thres=0.7, classes=None, agnostic=False, max_det=300, nm=32):
     """Turn raw predictions into detections, per image.
 
@@ -154,13 +169,5 @@ def non_max_suppression(pred, conf_thres=0.25, iou_thres=0.7, classes=None, agno
         raise ValueError(f"nm must be a non-negative int, got {nm!r}")
     if pred.shape[1] < 5 + nm:
         raise ValueError(f"pred must have shape (B, 4+nc+{nm}, A) with nc >= 1, got {tuple(pred.shape)}")
-    conf = check_threshold(conf_thres, "conf_thres", 0.0, 1.0)
-    iou = check_threshold(iou_thres, "iou_thres", 0.0, 1.0)
-    if isinstance(max_det, bool) or not isinstance(max_det, int) or max_det < 0:
-        raise ValueError(f"max_det must be a non-negative int, got {max_det!r}")
-    if classes is not None:
-        try:
-            classes = [int(c) for c in classes]
-        except (TypeError, ValueError):
-            raise ValueError(f"classes must be None or a list of class ids, got {classes!r}") from None
+    conf, iou, classes = check_nms_settings(conf_thres, iou_thres, max_det, classes)
     return reference.suppress_predictions(pred, conf, iou, classes, bool(agnostic), max_det, nm, nms, batched_nms)

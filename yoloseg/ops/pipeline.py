@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from yoloseg.ops._compiled import C, check_tensor, check_threshold, has_family, num_threads
+from yoloseg.ops._compiled import C, check_tensor, has_family, num_threads
+from yoloseg.ops.nms import check_nms_settings
 
 __all__ = ["available", "segment_postprocess_image"]
 
@@ -39,15 +40,7 @@ def segment_postprocess_image(
     check_tensor(protos, "protos", ndim=3, floating=True)
     if pred.shape[0] < 5 + protos.shape[0]:
         raise ValueError(f"pred must have shape (4+nc+{protos.shape[0]}, A) with nc >= 1, got {tuple(pred.shape)}")
-    conf = check_threshold(conf, "conf_thres", 0.0, 1.0)
-    iou = check_threshold(iou, "iou_thres", 0.0, 1.0)
-    if isinstance(max_det, bool) or not isinstance(max_det, int) or max_det < 0:
-        raise ValueError(f"max_det must be a non-negative int, got {max_det!r}")
-    if classes is not None:
-        try:
-            classes = [int(c) for c in classes]
-        except (TypeError, ValueError):
-            raise ValueError(f"classes must be None or a list of class ids, got {classes!r}") from None
+    conf, iou, classes = check_nms_settings(conf, iou, max_det, classes)
     (ih, iw), (oh, ow) = (int(v) for v in input_shape[-2:]), (int(v) for v in orig_shape[:2])
     p = pred.detach().float().contiguous().numpy()
     m = protos.detach().float().contiguous().numpy()
