@@ -35,13 +35,41 @@ def _iou(a, b) -> float:
     return float((a & b).sum() / max((a | b).sum(), 1))
 
 
+def _link_pixels_bound(mask) -> tuple[int, int]:
+    """(fewest pixels, links) that any one polygon covering every 8-connected part of ``mask`` must add.
+
+    A label line is one polygon, so separate parts are joined by edges walked there and back, and the
+    rasterizer fills an edge as an 8-connected line: between parts whose nearest pixels are d apart
+    (Chebyshev) it paints at least d - 1 pixels outside the mask. Joining k parts takes k - 1 links; their
+    cheapest total is the minimum spanning tree over those gaps (Prim's)."""
+    n, lab = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    k = n - 1
+    if k < 2:
+        return 0, 0
+    gap = np.zeros((k, k))
+    for i in range(k):
+        dist = cv2.distanceTransform((lab != i + 1).astype(np.uint8), cv2.DIST_C, 3)
+        for j in range(k):
+            gap[i, j] = dist[lab == j + 1].min() if j != i else 0
+    inside, total = {0}, 0
+    while len(inside) < k:
+        d, j = min((gap[a, b], b) for a in inside for b in range(k) if b not in inside)
+        inside.add(j)
+        total += int(d) - 1
+    return total, k - 1
+
+
 @needs_coco
-def test_rendered_shipped_labels_round_trip(tmp_path):
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_rendered_shipped_labels_round_trip(tmp_path, split):
+    """Every instance comes back at IoU >= 0.98, except where the one-polygon format makes that impossible:
+    a multi-part instance must then lose no pixel and add no more than the links' unavoidable pixels (one
+    more per link allowed: a link may end on a vertex up to half a pixel off a pixel centre)."""
     masks, cmap, src = tmp_path / "masks", {}, {}
     masks.mkdir()
-    for im in sorted((COCO / "images" / "val").glob("*.jpg")):
+    for im in sorted((COCO / "images" / split).glob("*.jpg")):
         (h, w), _, _ = check_image(str(im))
-        cls, polys, _, _ = parse_label_file(str(COCO / "labels" / "val" / f"{im.stem}.txt"), 80)
+        cls, polys, _, _ = parse_label_file(str(COCO / "labels" / split / f"{im.stem}.txt"), 80)
         ids = rasterize_overlap(Polygons.from_list(polys, scale=(w, h)), (h, w), ratio=1)
         cv2.imwrite(str(masks / f"{im.stem}.png"), ids.astype(np.uint16))  # 16-bit instance ids
         cmap[im.stem] = {str(k + 1): int(c) for k, c in enumerate(cls)}
@@ -50,7 +78,7 @@ def test_rendered_shipped_labels_round_trip(tmp_path):
     r = CliRunner().invoke(cli, ["convert", "masks", str(masks), "-o", str(tmp_path / "labels"),
                                  "--classes", str(tmp_path / "classes.json")])
     assert r.exit_code == 0, r.output
-    ious, areas = [], []
+    ious, areas, below = [], [], []
     for stem, (ids, cls) in src.items():
         h, w = ids.shape
         c2, p2, msgs, _ = parse_label_file(str(tmp_path / "labels" / f"{stem}.txt"), 80)
@@ -59,12 +87,18 @@ def test_rendered_shipped_labels_round_trip(tmp_path):
         assert c2 == [cls[k - 1] for k in visible]
         back = rasterize(Polygons.from_list(p2, scale=(w, h)), (h, w), ratio=1) > 0
         for j, k in enumerate(visible):
-            ious.append(_iou(ids == k, back[j]))
-            areas.append(int((ids == k).sum()))
+            m = ids == k
+            ious.append(_iou(m, back[j]))
+            areas.append(int(m.sum()))
+            if ious[-1] < 0.98:
+                bound, links = _link_pixels_bound(m)
+                extra, missing = int((back[j] & ~m).sum()), int((m & ~back[j]).sum())
+                below.append((stem, k, round(ious[-1], 4), links, missing, extra, bound))
+                assert links > 0 and missing == 0 and extra <= bound + links, below[-1]
     ious, areas = np.array(ious), np.array(areas)
-    assert 120 <= len(ious) <= 127  # 127 instances, a few hidden entirely by later ones
+    assert len(ious) == {"train": 452, "val": 122}[split]  # of 456 and 127: a few hidden entirely by later ones
     assert ious.mean() >= 0.98 and (ious * areas).sum() / areas.sum() >= 0.99
-    assert (ious >= 0.98).mean() >= 0.95
+    assert len(below) <= 3, below  # train: 3 tiny multi-part instances, val: 1 (measured)
 
 
 def test_holes_and_parts():

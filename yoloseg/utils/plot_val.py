@@ -177,20 +177,21 @@ def plot_metrics(save_dir, metrics, confusion=None) -> list[Path]:
 
 
 def mosaic(images: list, titles: list, tile: int = 480) -> np.ndarray:
-    """Square grid of up to 16 images, each fitted into a ``tile`` square with its title."""
+    """Square grid of up to 16 images, each under its title: the title has its own band at the top of the
+    ``tile`` square, so it never covers a label drawn near the image's top edge."""
     n = min(len(images), 16)
     g = int(np.ceil(np.sqrt(max(n, 1))))
     canvas = np.full((g * tile, g * tile, 3), 255, np.uint8)
+    (_, th), _ = cv2.getTextSize("Ag", FONT, 0.5, 1)
+    band = th + 12
     for k in range(n):
         im = images[k]
-        r = tile / max(im.shape[:2])
+        r = min(tile / im.shape[1], (tile - band) / im.shape[0])
         h, w = max(int(im.shape[0] * r), 1), max(int(im.shape[1] * r), 1)
         im = cv2.resize(im, (w, h), interpolation=cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR)
         y, x = (k // g) * tile, (k % g) * tile
-        canvas[y : y + h, x : x + w] = im
+        canvas[y + band : y + band + h, x : x + w] = im
         cv2.rectangle(canvas, (x, y), (x + tile - 1, y + tile - 1), (255, 255, 255), 2)
-        (tw, th), _ = cv2.getTextSize(titles[k][:48], FONT, 0.5, 1)
-        cv2.rectangle(canvas, (x + 2, y + 2), (x + tw + 10, y + th + 12), (255, 255, 255), -1)
         _text(canvas, titles[k][:48], (x + 6, y + th + 6), 0.5, (0, 0, 0), 1)
     return canvas
 
