@@ -290,6 +290,18 @@ void from_polygon(const double* xy, size_t k, uint64_t h, uint64_t w, Counts& ou
     pv = v;
     have_prev = true;
   };
+  // Only points with 1 <= u <= 5w - 1 can take part in a crossing (a crossing pairs u = 5x + 2 with a
+  // neighbour, 0 <= x < w). Along an edge u is monotonic in the step, so the steps outside that band are
+  // skipped (the walk resumes from the exact point before the band), and on an edge whose minor axis is u
+  // only the steps where u changes are visited (found by bisection on the same formula): the result is the
+  // full walk's, but an edge costs O(min(its length, w) log length) instead of O(length), so coordinates
+  // near the 1e8 limit cost what in-image ones do.
+  const int64_t ulo = 1, uhi = 5 * static_cast<int64_t>(w) - 1;
+  auto set_prev = [&](int u, int v) {
+    pu = u;
+    pv = v;
+    have_prev = true;
+  };
   for (size_t j = 0; j < k; ++j) {
     int xs = px[j], xe = px[j + 1], ys = py[j], ye = py[j + 1];
     const int dx = std::abs(xe - xs), dy = std::abs(ys - ye);
@@ -298,18 +310,96 @@ void from_polygon(const double* xy, size_t k, uint64_t h, uint64_t w, Counts& ou
       std::swap(xs, xe);
       std::swap(ys, ye);
     }
-    if (dx >= dy) {
-      const double s = static_cast<double>(ye - ys) / dx;
-      for (int d = 0; d <= dx; ++d) {
-        const int t = flip ? dx - d : d;
-        visit(t + xs, trunc_int(ys + s * t + .5));
+    const bool major_x = dx >= dy;
+    const int n = major_x ? dx : dy;
+    const double s = n ? static_cast<double>(major_x ? ye - ys : xe - xs) / n : 0.0;
+    // The d-th visited point of this edge (d = 0 .. n, in walk order).
+    auto point = [&](int d, int& u, int& v) {
+      const int t = flip ? n - d : d;
+      if (major_x) {
+        u = t + xs;
+        v = trunc_int(ys + s * t + .5);
+      } else {
+        u = trunc_int(xs + s * t + .5);
+        v = t + ys;
+      }
+    };
+    auto u_at = [&](int d) {
+      int u, v;
+      point(d, u, v);
+      return static_cast<int64_t>(u);
+    };
+    // u is monotonic in d: find the first d with u inside the band and the last one.
+    const int64_t u0 = u_at(0), un = u_at(n);
+    const bool rising = un >= u0;
+    auto inside_from = [&](int64_t bound_lo, int64_t bound_hi) {
+      // first d with u(d) >= bound_lo (rising) or u(d) <= bound_hi (falling); n + 1 if none
+      int lo = 0, hi = n + 1;
+      while (lo < hi) {
+        const int mid = lo + (hi - lo) / 2;
+        const int64_t u = u_at(mid);
+        if (rising ? u >= bound_lo : u <= bound_hi)
+          hi = mid;
+        else
+          lo = mid + 1;
+      }
+      return lo;
+    };
+    auto inside_to = [&](int64_t bound_lo, int64_t bound_hi) {
+      // last d with u(d) <= bound_hi (rising) or u(d) >= bound_lo (falling); -1 if none
+      int lo = -1, hi = n;
+      while (lo < hi) {
+        const int mid = hi - (hi - lo) / 2;
+        const int64_t u = u_at(mid);
+        if (rising ? u <= bound_hi : u >= bound_lo)
+          lo = mid;
+        else
+          hi = mid - 1;
+      }
+      return lo;
+    };
+    const int d0 = inside_from(ulo, uhi), d1 = inside_to(ulo, uhi);
+    int u, v;
+    if (d0 > d1) {  // the whole edge lies outside the band
+      point(n, u, v);
+      set_prev(u, v);
+      continue;
+    }
+    if (d0 > 0) {
+      point(d0 - 1, u, v);
+      set_prev(u, v);
+    }
+    if (major_x || d1 - d0 < 64) {
+      for (int d = d0; d <= d1; ++d) {
+        point(d, u, v);
+        visit(u, v);
       }
     } else {
-      const double s = static_cast<double>(xe - xs) / dy;
-      for (int d = 0; d <= dy; ++d) {
-        const int t = flip ? dy - d : d;
-        visit(trunc_int(xs + s * t + .5), t + ys);
+      // Minor axis u: visit the first point of every run of equal u (where a crossing can happen) and
+      // the run's last point (so the next run's first point sees the right predecessor).
+      int d = d0;
+      while (d <= d1) {
+        point(d, u, v);
+        visit(u, v);
+        const int64_t cur = u;
+        int lo = d, hi = d1;  // last d' in [d, d1] with u(d') == cur
+        while (lo < hi) {
+          const int mid = hi - (hi - lo) / 2;
+          if (u_at(mid) == cur)
+            lo = mid;
+          else
+            hi = mid - 1;
+        }
+        if (lo > d) {
+          point(lo, u, v);
+          visit(u, v);
+        }
+        d = lo + 1;
       }
+    }
+    if (d1 < n) {
+      point(n, u, v);
+      set_prev(u, v);
     }
   }
   starts.push_back(static_cast<uint32_t>(h * w));

@@ -168,6 +168,38 @@ def test_against_pycocotools_polygons_merge_iou():
         assert np.array_equal(rle.iou(bd, bg, [0, 1, 0]), mask_api.iou(bd, bg, [0, 1, 0]))
 
 
+def test_far_vertices_equal_pycocotools():
+    """Vertices far outside the image (the walk is cut to the image's columns, and only the steps where the
+    column changes are visited on steep edges) give pycocotools' exact counts."""
+    mask_api = pytest.importorskip("pycocotools.mask")
+    rng = np.random.default_rng(7)
+    for it in range(800):
+        h, w = (int(v) for v in rng.integers(1, 60, 2))
+        k = int(rng.integers(3, 9))
+        p = rng.random(2 * k) * (max(h, w) + 10) - 5
+        far = rng.random(2 * k) < 0.4
+        p[far] = (rng.random(int(far.sum())) * 2 - 1) * [1e2, 1e3, 1e4, 1e5][it % 4]
+        if it % 3 == 0:
+            p = np.round(p)
+        ref = mask_api.merge(mask_api.frPyObjects([p.tolist()], h, w))
+        assert rle.from_polygons([p.tolist()], h, w)["counts"] == ref["counts"].decode(), (h, w, p.tolist())
+
+
+def test_polygon_at_the_coordinate_limit():
+    """Edges 2e8 long (the 1e8 limit each way) rasterise like their in-image part: a square around the image
+    covers it, a band across it equals the same band ending 1e4 out (equal to pycocotools by the test above),
+    and a polygon wholly outside is empty."""
+    h, w = 48, 64
+    around = [-1e8, -1e8, 1e8, -1e8 + 3, 1e8, 1e8, -1e8 + 7, 1e8 - 7]
+    got = rle.decode(rle.from_polygons([around], h, w))
+    assert got.shape == (h, w) and got.all()
+    outside = rle.from_polygons([[1e8, 1e8, 1e8 - 5, 1e8, 1e8, 1e8 - 9]], h, w)
+    assert not rle.decode(outside).any()
+    sliver = [-1e8, 10.2, 1e8, 10.2, 1e8, 20.7, -1e8, 20.7]
+    near = [-1e4, 10.2, 1e4, 10.2, 1e4, 20.7, -1e4, 20.7]
+    assert rle.from_polygons([sliver], h, w)["counts"] == rle.from_polygons([near], h, w)["counts"]
+
+
 def test_encode_windows_equals_encode_of_the_full_masks():
     from yoloseg.metrics import rle
 
