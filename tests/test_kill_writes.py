@@ -109,3 +109,28 @@ coco_to_yolo({str(js)!r}, {str(out)!r}, verbose=False)
     assert not _temp_files(out)
     assert res.n_images == 3 and sorted(p.name for p in labels.glob("*.txt")) == ["im1.txt", "im2.txt", "im3.txt"]
     assert all(p.read_text().startswith("0 ") for p in labels.glob("*.txt"))
+
+
+def test_convert_killed_writing_data_yaml_leaves_its_temp_file_for_the_rerun_to_remove(tmp_path):
+    js = _coco(tmp_path)
+    out = tmp_path / "out"
+    script = f"""
+import os, time
+real = os.fsync
+def slow_fsync(fd):
+    real(fd)
+    if os.readlink(f"/proc/self/fd/{{fd}}").rsplit("/", 1)[-1].startswith(".data.yaml."):
+        open({str(tmp_path / 'written')!r}, 'w').close()
+        time.sleep(600)
+os.fsync = slow_fsync
+from yoloseg.data.convert import coco_to_yolo
+coco_to_yolo({str(js)!r}, {str(out)!r}, verbose=False)
+"""
+    _run_and_kill(script, tmp_path, lambda d: (d / "written").exists())
+    left = _temp_files(out)
+    assert [p.name.startswith(".data.yaml.") for p in left] == [True]
+    assert not (out / "data.yaml").exists()
+    from yoloseg.data.convert import coco_to_yolo
+
+    coco_to_yolo(js, out, verbose=False, overwrite=True)  # the labels were all written before the YAML
+    assert not _temp_files(out) and (out / "data.yaml").is_file()

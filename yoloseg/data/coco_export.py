@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from yoloseg.data.yaml import SPLITS, check_data_yaml, img2label_paths, list_image_files
-from yoloseg.utils.files import atomic_write_bytes
+from yoloseg.utils.files import atomic_write_bytes, remove_partials
 
 __all__ = ["ExportResult", "yolo_to_coco"]
 
@@ -108,6 +108,7 @@ def yolo_to_coco(data, split: str = "val", out=None, workers: int | None = None,
         "categories": [{"id": i + 1, "name": n, "supercategory": ""} for i, n in sorted(names.items())],
     }
     res.n_images, res.n_annotations = len(images), len(anns)
+    remove_partials(Path(out).parent, [Path(out).name])  # left by an interrupted run
     atomic_write_bytes(out, json.dumps(doc, separators=(",", ":")).encode("utf-8"))
     if verbose:
         for p in res.problems[:20]:

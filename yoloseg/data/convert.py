@@ -36,7 +36,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from yoloseg.utils.files import atomic_path, atomic_write_bytes
+from yoloseg.utils.files import atomic_path, atomic_write_bytes, remove_partials
 
 __all__ = ["COCO80_IDS", "ConvertResult", "coco_to_yolo"]
 
@@ -239,17 +239,9 @@ def _split_key(split: str) -> str:
     return "train" if "train" in s else "test" if "test" in s else "val"
 
 
-def _is_partial(p: Path) -> bool:
-    """A temp file an interrupted atomic write left behind (``.<name>.<random>.tmp``)."""
-    return p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file()
-
-
 def _check_free(folder: Path, overwrite: bool, what: str) -> None:
     """Refuse a non-empty folder unless overwrite; temp files of an interrupted run are removed, not counted."""
-    if folder.is_dir():
-        for p in folder.iterdir():
-            if _is_partial(p):
-                p.unlink(missing_ok=True)
+    remove_partials(folder)
     if folder.is_dir() and any(folder.iterdir()) and not overwrite:
         raise FileExistsError(f"{what} {folder} already exists and is not empty; pass overwrite=True "
                               f"(--overwrite) to replace its files, or choose another output folder")
@@ -408,6 +400,7 @@ def coco_to_yolo(json_file, out_dir, split: str | None = None, *, classes: str =
         if not src_dir.is_dir():
             raise FileNotFoundError(f"images_dir: {src_dir} is not a folder")
     labels_dir = out_dir / "labels" / split
+    remove_partials(out_dir, ["data.yaml"])
     _check_free(labels_dir, overwrite, "labels folder")
     if images is not None:
         _check_free(out_dir / "images" / split, overwrite, "images folder")

@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from yoloseg.utils.files import atomic_write_bytes
+from yoloseg.utils.files import atomic_write_bytes, remove_partials
 
 __all__ = ["MasksResult", "masks_to_yolo", "mask_polygon", "load_class_map"]
 
@@ -334,6 +334,7 @@ def masks_to_yolo(masks_dir, out_dir, mode: str = "instance", class_map=None, cl
         raise FileNotFoundError(f"masks: no {'/'.join(MASK_EXTS)} files in {masks_dir}")
     res = MasksResult(str(out_dir), n_masks=len(files))
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_partials(out_dir, recursive=True)  # left by an interrupted run
     jobs = [(p, p.relative_to(masks_dir), out_dir, mode, class_map, class_masks, offset, ignore) for p in files]
     for ok, n, problems in _map(_convert_one, jobs, "convert masks", workers):
         res.n_written += ok

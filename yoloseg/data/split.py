@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from yoloseg.data.yaml import img2label_paths, list_image_files
-from yoloseg.utils.files import atomic_write_bytes
+from yoloseg.utils.files import atomic_write_bytes, remove_partials
 
 __all__ = ["SplitResult", "split_dataset", "stratified_split"]
 
@@ -174,7 +174,9 @@ def split_dataset(images, val: float = 0.2, seed: int = 0, move: bool = False, n
                 if os.path.isfile(it.lb_file):
                     _move(it.lb_file, root / "labels" / split / rel.with_suffix(".txt"))
         train, val_spec = "images/train", "images/val"
+        remove_partials(root, ["data.yaml"])  # left by an interrupted run
     else:
+        remove_partials(root, ["train.txt", "val.txt", "data.yaml"])  # left by an interrupted run
         for split, its in (("train", res.train), ("val", res.val)):
             text = "".join(f"./{Path(it.im_file).relative_to(root).as_posix()}\n" for it in its)
             atomic_write_bytes(root / f"{split}.txt", text.encode("utf-8"))

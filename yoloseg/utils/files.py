@@ -38,6 +38,29 @@ def atomic_path(path: str | Path, sync: bool = True):
         raise
 
 
+def is_partial(path: str | Path, name: str | None = None) -> bool:
+    """True for a temp file that an interrupted :func:`atomic_path` write left behind
+    (``.<name>.<random>.tmp``); with ``name``, only one left by a write of that file name."""
+    p = Path(path)
+    prefix = f".{name}." if name is not None else "."
+    return p.name.startswith(prefix) and p.name.endswith(".tmp") and len(p.name) > len(prefix) + 4 and p.is_file()
+
+
+def remove_partials(folder: str | Path, names=None, recursive: bool = False) -> int:
+    """Remove the temp files that interrupted atomic writes left in ``folder`` (of the file ``names`` only,
+    when given; in subfolders too with ``recursive``). For a tool that owns its output folder, at start:
+    never while another process may be writing there. Returns how many were removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    n = 0
+    for p in folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp"):
+        if is_partial(p) if names is None else any(is_partial(p, nm) for nm in names):
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
 def _atomic_write(path: str | Path, write) -> Path:
     """Write through ``write(fileobj)`` to a temp file next to ``path``, then replace ``path`` with it."""
     with atomic_path(path, sync=False) as tmp, open(tmp, "wb") as f:  # synced here, before the rename
